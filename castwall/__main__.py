@@ -1,0 +1,3 @@
+from castwall.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""Run a plan's steps as one transaction: undo in reverse on failure, verify at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from typing import Callable, Iterator, Protocol, Sequence
+
+from castwall.errors import CastwallError, FirewallInconsistent, FirewallRolledBack, Interrupted, ToolFailed
+from castwall.model import Action, Step
+
+
+class Firewall(Protocol):
+    def apply(self, step: Step) -> bool: ...
+
+
+@contextlib.contextmanager
+def deferred_signals(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[Callable[[], int | None]]:
+    """Hold SIGINT and SIGTERM until the caller checks, so no ufw call is cut in half.
+
+    Yields a function that returns the first signal received, or None.
+    """
+    received: list[int] = []
+
+    def note(signum, frame):
+        received.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in signums}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def describe(step: Step) -> str:
+    verb = "allow" if step.action is Action.ADD else "removal of"
+    return f"{verb} UDP from {step.rule.ip} to ports {step.rule.ports}"
+
+
+def _left_over(failed: Sequence[Step]) -> str:
+    """What an incomplete undo leaves in ufw, in words."""
+    present = [f"{s.rule.ip} port {s.rule.ports}" for s in failed if s.action is Action.ADD]
+    missing = [f"{s.rule.ip} port {s.rule.ports}" for s in failed if s.action is Action.DELETE]
+    parts = []
+    if present:
+        parts.append("still allowed (added by this run): " + ", ".join(present))
+    if missing:
+        parts.append("no longer allowed (deleted by this run): " + ", ".join(missing))
+    return "; ".join(parts)
+
+
+def run_transaction(
+    firewall: Firewall,
+    steps: Sequence[Step],
+    *,
+    verify: Callable[[], None] = lambda: None,
+    interrupted: Callable[[], int | None] = lambda: None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> list[Step]:
+    """Apply steps in order; on failure or signal undo what was done, newest first.
+
+    Returns the steps that changed ufw. Raises FirewallRolledBack when ufw is
+    back as it was, Interrupted when a signal stopped the run and ufw is back as
+    it was, FirewallInconsistent when the undo failed too (its message says
+    exactly which rules differ).
+    """
+    done: list[Step] = []
+    total = len(steps)
+    position = 0
+    try:
+        for position, step in enumerate(steps, 1):
+            signum = interrupted()
+            if signum is not None:
+                raise Interrupted(f"interrupted by {signal.Signals(signum).name} before step {position} of {total}")
+            progress(f"[{position}/{total}] {describe(step)}")
+            if firewall.apply(step):
+                done.append(step)
+        position = total + 1
+        verify()
+        signum = interrupted()
+        if signum is not None:
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name} at the end of the run")
+    except CastwallError as exc:
+        where = exc.message if isinstance(exc, Interrupted) else (
+            f"step {position} of {total} failed: {exc.message}" if position <= total else f"verification failed: {exc.message}"
+        )
+        failed = _undo(firewall, done, progress)
+        if failed:
+            raise FirewallInconsistent(
+                f"{where}; undoing it failed too, so ufw differs from before this run: {_left_over(failed)}"
+            ) from None
+        restored = (
+            f"the {len(done)} change(s) made before it were undone" if done else "nothing had been changed"
+        )
+        message = f"{where}; {restored}, so ufw is as it was before this run"
+        raise (Interrupted(message) if isinstance(exc, Interrupted) else FirewallRolledBack(message)) from None
+    return done
+
+
+def _undo(firewall: Firewall, done: Sequence[Step], progress: Callable[[str], None]) -> list[Step]:
+    """Undo steps newest first; return those whose undo failed."""
+    failed = []
+    for step in reversed(done):
+        inverse = step.inverse()
+        progress(f"undo: {describe(inverse)}")
+        try:
+            firewall.apply(inverse)
+        except CastwallError:
+            failed.append(step)
+    return failed
+
+
+def check_empty(steps: Sequence[Step]) -> None:
+    """Verification: a fresh plan after applying must have nothing left to do."""
+    if steps:
+        raise ToolFailed("ufw does not show the expected rules afterwards: " + "; ".join(describe(s) for s in steps))

@@ -1,0 +1,225 @@
+"""Pure planning: from what is seen and what ufw holds to the steps that reconcile them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Collection, Sequence
+
+from castwall.model import Action, Address, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, canonical_uuid
+
+
+def _owners(devices: Sequence[Device], port_range: PortRange) -> tuple[dict[str, Rule], list[Skip]]:
+    """One wanted rule per address, owned by the physical device announced there."""
+    by_ip: dict[Address, list[Device]] = defaultdict(list)
+    for d in devices:
+        by_ip[d.ip].append(d)
+    wanted: dict[str, Rule] = {}
+    skipped: list[Skip] = []
+    for ip, here in by_ip.items():
+        physical = sorted({d.uuid: d for d in here if d.kind is not Kind.GROUP}.values(), key=lambda d: d.uuid)
+        groups = sorted((d for d in here if d.kind is Kind.GROUP), key=lambda d: d.uuid)
+        if len(physical) > 1:
+            names = ", ".join(d.name for d in physical)
+            for d in physical + groups:
+                skipped.append(Skip(d, f"{ip} is announced by {len(physical)} devices ({names}); no rule for a contested address"))
+            continue
+        owner = physical[0] if physical else groups[0]
+        wanted[owner.uuid] = Rule(ip, port_range, owner.uuid)
+        for g in groups:
+            if g is not owner:
+                skipped.append(Skip(g, f"shares {ip} with {owner.name}, whose rule covers it"))
+    return wanted, skipped
+
+
+def select_devices(devices: Sequence[Device], selectors: Sequence[str]) -> tuple[set[str] | None, list[str]]:
+    """The UUIDs that --device selectors name (None: no selectors, so all), and those matching nothing."""
+    if not selectors:
+        return None, []
+    scope: set[str] = set()
+    unmatched = []
+    for sel in selectors:
+        hits = {d.uuid for d in devices if d.matches(sel)}
+        if not hits:
+            unmatched.append(sel)
+        scope |= hits
+    return scope, unmatched
+
+
+def plan_setup(
+    devices: Sequence[Device],
+    port_range: PortRange,
+    firewall: Sequence[Rule],
+    *,
+    scope: Collection[str] | None = None,
+) -> Plan:
+    """The steps that give every device one rule for its address and the port range.
+
+    devices are all the devices seen; scope, when given (--device), names the
+    UUIDs whose rules may change (a group brings the device that hosts it).
+    firewall holds every rule of castwall's shape, tagged or not. Untagged
+    rules are never changed; a device that one already allows is skipped.
+    Rules of devices not seen now are left alone, except that a changed port
+    range is carried over to them when no --device limits the run.
+    """
+    all_wanted, all_skipped = _owners(devices, port_range)
+    if scope is None:
+        in_scope = {d.uuid for d in devices}
+    else:
+        owner_at = {r.ip: r.owner for r in all_wanted.values()}
+        in_scope = set(scope) | {owner_at[d.ip] for d in devices if d.uuid in scope and d.ip in owner_at}
+    wanted = {u: r for u, r in all_wanted.items() if u in in_scope}
+    skipped = [s for s in all_skipped if s.device.uuid in in_scope]
+    wanted_ips = {r.ip: r for r in wanted.values()}
+    names = {d.uuid: d.name for d in devices}
+    deletes: list[Step] = []
+    adds: list[Step] = []
+    kept: list[Rule] = []
+    for r in sorted((r for r in firewall if r.owner), key=Rule.sort_key):
+        want = wanted.get(r.owner)
+        if want is not None:
+            if r == want and want not in kept:
+                kept.append(r)
+            elif r.ip != want.ip:
+                deletes.append(Step(Action.DELETE, r, f"{names[r.owner]} moved from {r.ip} to {want.ip}"))
+            else:
+                deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {want.ports}"))
+        elif r.ip in wanted_ips:
+            # ufw holds one rule per address and port range: the old owner's must go.
+            deletes.append(Step(Action.DELETE, r, f"{r.ip} now belongs to {names[wanted_ips[r.ip].owner]}"))
+        elif scope is None and r.owner not in all_wanted and r.ports != port_range:
+            deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
+            adds.append(Step(Action.ADD, Rule(r.ip, port_range, r.owner), "port range changed; device not seen now"))
+    untagged = [r for r in firewall if r.owner is None]
+    replaced = {s.rule.owner for s in deletes}
+    for owner, want in sorted(wanted.items(), key=lambda item: item[1].sort_key()):
+        if want in kept:
+            continue
+        device = next(d for d in devices if d.uuid == owner)
+        if any(u.same_traffic(want) for u in untagged):
+            skipped.append(Skip(device, "already allowed by a ufw rule castwall did not write; left alone"))
+            continue
+        adds.append(Step(Action.ADD, want, "replaces the old rule" if owner in replaced else f"new: {device.name}"))
+    skipped.sort(key=lambda s: (s.device.name.casefold(), s.device.uuid))
+    shown = tuple(d for d in devices if d.uuid in in_scope)
+    return Plan(port_range, shown, tuple(deletes + adds), tuple(kept), tuple(skipped))
+
+
+def next_state(
+    previous: State | None,
+    seen: Sequence[Device],
+    owned: Sequence[Rule],
+    port_range: PortRange,
+    written: str,
+) -> State:
+    """The state to save after a run: what was seen now, plus what still owns a rule."""
+    devices = {d.uuid: d for d in (previous.devices if previous else ())}
+    devices.update({d.uuid: d for d in seen})
+    current = {d.uuid for d in seen}
+    owners = {r.owner for r in owned}
+    kept = sorted(
+        (d for u, d in devices.items() if u in current or u in owners),
+        key=lambda d: (d.name.casefold(), d.uuid),
+    )
+    return State(port_range, tuple(kept), tuple(sorted(owned, key=Rule.sort_key)), written)
+
+
+def select_rules_to_remove(
+    owned: Sequence[Rule],
+    known: Sequence[Device],
+    selectors: Sequence[str],
+) -> tuple[list[Step], list[str]]:
+    """Delete steps for the owned rules the selectors name (all when none are given).
+
+    Returns the steps and the selectors that matched nothing.
+    """
+    steps, unmatched = [], []
+    chosen: dict[Rule, None] = {}
+    if not selectors:
+        chosen = dict.fromkeys(owned)
+    for sel in selectors:
+        uuids = {d.uuid for d in known if d.matches(sel)}
+        try:
+            uuids.add(canonical_uuid(sel))
+        except ValueError:
+            pass
+        hits = [r for r in owned if r.owner in uuids]
+        if not hits:
+            unmatched.append(sel)
+        chosen.update(dict.fromkeys(hits))
+    names = {d.uuid: d.name for d in known}
+    for r in sorted(chosen, key=Rule.sort_key):
+        steps.append(Step(Action.DELETE, r, f"remove: {names.get(r.owner, r.owner)}"))
+    return steps, unmatched
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+    attention: bool = True
+
+
+def assess(
+    state: State | None,
+    port_range: PortRange,
+    discovered: Sequence[Device] | None,
+    live: Sequence[Rule] | None,
+    ufw: str,
+    odd_tagged: Sequence[str] = (),
+) -> list[Finding]:
+    """What status reports: each thing that needs action, and useful notes.
+
+    discovered is None when discovery did not run; live is None when the live
+    ufw rules could not be read (not root). ufw is one of "active",
+    "inactive", "missing" or "unknown".
+    """
+    out: list[Finding] = []
+    if ufw == "missing":
+        out.append(Finding("ufw-missing", "ufw is not installed: install it with: sudo apt install ufw"))
+    elif ufw == "inactive":
+        out.append(Finding("ufw-inactive", "ufw is inactive: its rules, castwall's included, have no effect until 'sudo ufw enable'"))
+    elif ufw == "unknown":
+        out.append(Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)", False))
+    if state is None:
+        out.append(Finding("not-set-up", "castwall has not set anything up yet: run 'sudo castwall setup'"))
+        state = State(port_range=None, devices=(), rules=())
+    rules = list(live) if live is not None else list(state.rules)
+    owned = [r for r in rules if r.owner]
+    stale = sorted({str(r.ports) for r in owned if r.ports != port_range})
+    if stale:
+        count = sum(1 for r in owned if r.ports != port_range)
+        out.append(Finding(
+            "port-range-changed",
+            f"the local port range is now {port_range}, but {count} rule(s) were written for {', '.join(stale)}",
+        ))
+    if live is not None:
+        recorded = set(state.rules)
+        for r in state.rules:
+            if r not in live:
+                out.append(Finding("rule-missing", f"the rule for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
+        for r in owned:
+            if r not in recorded:
+                out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} that the state file does not record (an interrupted run?)"))
+    for line in odd_tagged:
+        out.append(Finding("rule-odd", f"ufw holds a rule tagged castwall that castwall did not write; left alone: {line}"))
+    if discovered is not None:
+        seen = {d.uuid: d for d in discovered}
+        for r in owned:
+            d = seen.get(r.owner)
+            if d is None:
+                out.append(Finding("device-missing", f"{_name(state, r.owner)} ({r.ip}) has a rule but was not seen on the LAN"))
+            elif d.ip != r.ip:
+                out.append(Finding("ip-moved", f"{d.name} moved from {r.ip} to {d.ip}: its rule is for the old address"))
+        for d in discovered:
+            if any(r.ip == d.ip for r in rules):
+                continue
+            if any(r.owner == d.uuid for r in owned):
+                continue  # reported above as moved
+            out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
+    return out
+
+
+def _name(state: State, uuid: str | None) -> str:
+    device = state.device(uuid) if uuid else None
+    return device.name if device else f"device {uuid}"

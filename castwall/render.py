@@ -1,0 +1,202 @@
+"""Pure rendering of devices, plans and status as text and as versioned JSON."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Sequence
+
+from castwall import __version__
+from castwall.model import Action, Device, Kind, Plan, PortRange, Rule, State, Step
+from castwall.planner import Finding
+from castwall.sanitize import safe_text
+
+SCHEMA = 1
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = [headers, *rows]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _note(device: Device, by_uuid: dict[str, Device]) -> str:
+    if device.kind is Kind.GROUP:
+        host = by_uuid.get(device.host or "")
+        return f"group hosted by {host.name}" if host else "group; its host device was not seen"
+    if device.mac is None and device.mac_note:
+        return f"no MAC: {device.mac_note}"
+    return ""
+
+
+def device_table(devices: Sequence[Device]) -> str:
+    by_uuid = {d.uuid: d for d in devices}
+    rows = [
+        [
+            safe_text(d.name),
+            safe_text(d.model),
+            d.kind.value,
+            str(d.ip),
+            str(d.port),
+            d.mac or "-",
+            d.uuid,
+            _note(d, by_uuid),
+        ]
+        for d in devices
+    ]
+    return table(["NAME", "MODEL", "KIND", "ADDRESS", "PORT", "MAC", "UUID", "NOTE"], rows)
+
+
+def reservation_hints(devices: Sequence[Device]) -> list[str]:
+    """Plain DHCP reservation hints, one line per physical device."""
+    lines = []
+    for d in devices:
+        if d.kind is Kind.GROUP:
+            continue
+        if d.mac:
+            lines.append(f"{safe_text(d.name)}: reserve {d.ip} for MAC {d.mac}")
+        else:
+            lines.append(f"{safe_text(d.name)}: no hint ({d.mac_note or 'MAC unknown'})")
+    return lines
+
+
+def command_line(step: Step) -> str:
+    return shlex.join(("ufw",) + step.ufw_args())
+
+
+def plan_text(plan: Plan, *, source: str) -> str:
+    out = [f"Port range: {plan.port_range} (from {source})", ""]
+    out.append(f"Devices ({len(plan.devices)}):")
+    out.extend("  " + line for line in device_table(plan.devices).splitlines())
+    hints = reservation_hints(plan.devices)
+    if hints:
+        out += ["", "DHCP reservations to make on your router, so these addresses never change:"]
+        out.extend(f"  {h}" for h in hints)
+    out.append("")
+    if plan.steps:
+        out.append(f"ufw commands castwall will run ({len(plan.steps)}):")
+        for step in plan.steps:
+            out.append(f"  {command_line(step)}")
+            out.append(f"      # {step.reason}")
+    else:
+        out.append("ufw: nothing to change.")
+    if plan.kept:
+        out.append(f"Already in place ({len(plan.kept)}): " + ", ".join(f"{r.ip} port {r.ports}" for r in plan.kept))
+    for skip in plan.skipped:
+        out.append(f"No rule for {safe_text(skip.device.name)} ({skip.device.ip}): {skip.reason}")
+    return "\n".join(out)
+
+
+def allowed_summary(plan: Plan) -> str:
+    """What the firewall lets in once the plan has run, address by address."""
+    rules = plan.wanted_rules()
+    if not rules:
+        return "castwall allows no addresses."
+    addrs = ", ".join(str(r.ip) for r in rules)
+    return f"Allowed: UDP from {addrs} to ports {plan.port_range}."
+
+
+def steps_text(steps: Sequence[Step]) -> str:
+    return "\n".join(f"  {command_line(s)}\n      # {s.reason}" for s in steps)
+
+
+# --- status -----------------------------------------------------------------
+
+
+def status_rows(state: State | None, discovered: Sequence[Device] | None, rules: Sequence[Rule]) -> list[list[str]]:
+    known: dict[str, Device] = {d.uuid: d for d in (state.devices if state else ())}
+    seen = {d.uuid: d for d in discovered or ()}
+    rows = []
+    for uuid in sorted(known.keys() | seen.keys(), key=lambda u: (seen.get(u) or known[u]).name.casefold()):
+        d = seen.get(uuid) or known[uuid]
+        rule = next((r for r in rules if r.owner == uuid), None) or next((r for r in rules if r.ip == d.ip), None)
+        if rule is None:
+            allowed = "no rule"
+        elif rule.ip != d.ip:
+            allowed = f"rule for old {rule.ip}"
+        elif rule.owner is None:
+            allowed = f"your rule {rule.ports}"
+        else:
+            allowed = f"allowed {rule.ports}"
+        where = "seen" if uuid in seen else ("not seen" if discovered is not None else "recorded")
+        mac = d.mac or (known[uuid].mac if uuid in known else None) or "-"
+        rows.append([safe_text(d.name), d.kind.value, str(d.ip), mac, allowed, where])
+    return rows
+
+
+def status_text(
+    *,
+    port_range: PortRange,
+    ufw: str,
+    state_path: str,
+    state: State | None,
+    discovered: Sequence[Device] | None,
+    rules: Sequence[Rule],
+    findings: Sequence[Finding],
+) -> str:
+    out = [
+        f"Port range:  {port_range}",
+        f"Firewall:    ufw {ufw}",
+        f"State file:  {state_path}" + (f" (written {state.written})" if state and state.written else " (none yet)" if state is None else ""),
+        "",
+    ]
+    rows = status_rows(state, discovered, rules)
+    if rows:
+        out.append(table(["NAME", "KIND", "ADDRESS", "MAC", "FIREWALL", "LAN"], rows))
+    else:
+        out.append("No Cast devices known or seen.")
+    attention = [f for f in findings if f.attention]
+    notes = [f for f in findings if not f.attention]
+    if attention:
+        out += ["", f"Needs attention ({len(attention)}):"]
+        out.extend(f"  ! {safe_text(f.message, 300)}" for f in attention)
+    if notes:
+        out += [""] + [f"  note: {safe_text(f.message, 300)}" for f in notes]
+    out += ["", "All in place." if not attention else "Run 'sudo castwall setup' to bring the rules up to date."]
+    return "\n".join(out)
+
+
+# --- JSON -------------------------------------------------------------------
+
+
+def document(kind: str, **fields) -> dict:
+    return {"castwall": __version__, "kind": kind, "schema": SCHEMA, **fields}
+
+
+def device_json(d: Device) -> dict:
+    return {
+        "uuid": d.uuid,
+        "name": d.name,
+        "model": d.model,
+        "kind": d.kind.value,
+        "ip": str(d.ip),
+        "port": d.port,
+        "mac": d.mac,
+        "mac_note": d.mac_note,
+        "host": d.host,
+    }
+
+
+def rule_json(r: Rule) -> dict:
+    return {"ip": str(r.ip), "ports": [r.ports.low, r.ports.high], "owner": r.owner, "comment": r.comment}
+
+
+def step_json(s: Step) -> dict:
+    return {"action": s.action.value, "rule": rule_json(s.rule), "reason": s.reason, "command": ["ufw", *s.ufw_args()]}
+
+
+def finding_json(f: Finding) -> dict:
+    return {"code": f.code, "message": f.message, "attention": f.attention}
+
+
+def plan_json(plan: Plan) -> dict:
+    return {
+        "port_range": [plan.port_range.low, plan.port_range.high],
+        "devices": [device_json(d) for d in plan.devices],
+        "steps": [step_json(s) for s in plan.steps],
+        "kept": [rule_json(r) for r in plan.kept],
+        "skipped": [{"uuid": s.device.uuid, "reason": s.reason} for s in plan.skipped],
+    }
+
+
+def is_add(step: Step) -> bool:
+    return step.action is Action.ADD

@@ -1,0 +1,96 @@
+"""The state file's JSON format: what castwall set up, versioned."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from castwall.errors import BadData
+from castwall.model import Device, Kind, PortRange, Rule, State
+from castwall.sanitize import safe_text
+
+FORMAT = "castwall-state"
+VERSION = 1
+
+
+def _device_json(d: Device) -> dict:
+    return {
+        "uuid": d.uuid,
+        "name": d.name,
+        "model": d.model,
+        "kind": d.kind.value,
+        "ip": str(d.ip),
+        "port": d.port,
+        "mac": d.mac,
+        "mac_note": d.mac_note,
+        "host": d.host,
+    }
+
+
+def _rule_json(r: Rule) -> dict:
+    return {"ip": str(r.ip), "ports": [r.ports.low, r.ports.high], "owner": r.owner}
+
+
+def dump_state(state: State) -> str:
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "written": state.written,
+        "port_range": None if state.port_range is None else [state.port_range.low, state.port_range.high],
+        "devices": [_device_json(d) for d in state.devices],
+        "rules": [_rule_json(r) for r in state.rules],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
+
+
+def _ports(value) -> PortRange:
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError("port range must be a list of two numbers")
+    return PortRange(value[0], value[1])
+
+
+def _device(item: dict) -> Device:
+    return Device(
+        uuid=item["uuid"],
+        name=safe_text(item["name"]),
+        model=safe_text(item["model"]),
+        kind=Kind(item["kind"]),
+        ip=ipaddress.ip_address(item["ip"]),
+        port=int(item["port"]),
+        mac=item.get("mac"),
+        mac_note=None if item.get("mac_note") is None else safe_text(item["mac_note"], 200),
+        host=item.get("host"),
+    )
+
+
+def _rule(item: dict) -> Rule:
+    return Rule(ipaddress.ip_address(item["ip"]), _ports(item["ports"]), item["owner"])
+
+
+def load_state(text: str, source: str = "state file") -> State:
+    """Parse a state document.
+
+    Raises BadData, saying what is wrong, for anything but a valid document of
+    a version this castwall reads.
+    """
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise BadData(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BadData(f"{source} is not a castwall state file")
+    version = doc.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise BadData(f"{source} has no valid version number")
+    if version > VERSION:
+        raise BadData(f"{source} was written by a newer castwall (format version {version})")
+    try:
+        port_range = None if doc.get("port_range") is None else _ports(doc["port_range"])
+        devices = tuple(_device(d) for d in doc.get("devices", []))
+        rules = tuple(_rule(r) for r in doc.get("rules", []))
+        written = doc.get("written")
+        if written is not None and not isinstance(written, str):
+            raise ValueError("written must be a string")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadData(f"{source} holds an invalid entry: {safe_text(exc, 120)}") from None
+    return State(port_range=port_range, devices=devices, rules=rules, written=written)

@@ -1,0 +1,122 @@
+"""Host facts and files: where things live, root, the run lock, the state file."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from castwall.errors import BadData, Busy
+from castwall.model import State
+from castwall.state import dump_state, load_state
+from castwall.system.neighbours import ARP_PATH
+from castwall.system.sysctl import PORT_RANGE_PATH
+
+STATE_DIR_ENV = "CASTWALL_STATE_DIR"
+
+
+@dataclass(frozen=True)
+class Paths:
+    state_dir: Path = Path("/var/lib/castwall")
+    lock_file: Path = Path("/run/castwall.lock")
+    port_range: Path = PORT_RANGE_PATH
+    arp: Path = ARP_PATH
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @classmethod
+    def from_environment(cls, environ=os.environ) -> Paths:
+        custom = environ.get(STATE_DIR_ENV)
+        return cls(state_dir=Path(custom)) if custom else cls()
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def read_state(path: Path) -> State | None:
+    """The saved state, or None when castwall has not saved one yet.
+
+    Raises BadData when the file exists but cannot be read or parsed.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadData(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return load_state(text, str(path))
+
+
+def write_state(path: Path, state: State) -> None:
+    """Replace the state file atomically, readable by everyone (status runs without root).
+
+    Raises BadData when it cannot be written; the old file is then untouched.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(dump_state(state))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BadData(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def run_lock(
+    path: Path,
+    *,
+    wait: float = 10.0,
+    notify: Callable[[str], None] = lambda msg: None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[None]:
+    """Hold the lock that keeps two castwall runs from changing ufw at once.
+
+    Waits up to `wait` seconds for another run to finish, then raises Busy.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise BadData(f"cannot open lock file {path}: {exc.strerror or exc}") from None
+    try:
+        deadline = clock() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            if clock() >= deadline:
+                raise Busy(f"another castwall run (pid {holder}) is changing the firewall; try again when it ends")
+            if not told:
+                notify(f"waiting for another castwall run (pid {holder}) to finish...")
+                told = True
+            time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,172 @@
+"""MAC addresses of devices: the kernel's neighbour table, scapy ARP as a fallback."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from castwall.model import Address, Device, canonical_mac
+from castwall.system.interfaces import NetInterface, attached_interface
+from castwall.system.runner import Runner
+
+ARP_PATH = Path("/proc/net/arp")
+ATF_COM = 0x2  # the kernel's "entry complete" flag in /proc/net/arp
+_HAVE_MAC = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"}
+
+VIA_ROUTER = "reached through a router: its MAC is not visible from here"
+NO_ANSWER = "no answer to ARP: the device may be asleep or gone"
+
+
+def parse_proc_arp(text: str) -> dict[Address, tuple[str, str]]:
+    """Map each complete entry of /proc/net/arp to (MAC, interface).
+
+    Incomplete entries, the all-zero MAC and malformed lines are skipped.
+    """
+    table: dict[Address, tuple[str, str]] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 6:
+            continue
+        try:
+            ip = ipaddress.ip_address(fields[0])
+            flags = int(fields[2], 16)
+            mac = canonical_mac(fields[3])
+        except ValueError:
+            continue
+        if flags & ATF_COM:
+            table[ip] = (mac, fields[5])
+    return table
+
+
+def parse_ip_neigh(text: str) -> dict[Address, tuple[str, str]]:
+    """Map each usable entry of `ip -j neigh show` to (MAC, interface)."""
+    try:
+        items = json.loads(text or "[]")
+    except ValueError:
+        return {}
+    table: dict[Address, tuple[str, str]] = {}
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        state = item.get("state") or []
+        if not isinstance(state, list) or not _HAVE_MAC.intersection(state):
+            continue
+        try:
+            ip = ipaddress.ip_address(item["dst"])
+            mac = canonical_mac(item["lladdr"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        table[ip] = (mac, str(item.get("dev", "")))
+    return table
+
+
+def _poke(ips: Iterable[Address]) -> None:
+    """Send one empty UDP datagram to each address so the kernel resolves it."""
+    socks: dict[int, socket.socket] = {}
+    try:
+        for ip in ips:
+            family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+            if family not in socks:
+                socks[family] = socket.socket(family, socket.SOCK_DGRAM)
+                socks[family].setblocking(False)
+            try:
+                socks[family].sendto(b"", (str(ip), 9))  # discard port; any port works
+            except OSError:
+                pass
+    finally:
+        for s in socks.values():
+            s.close()
+
+
+class NeighbourTable:
+    """Reads the kernel's neighbour entries: /proc/net/arp for IPv4, `ip -j neigh` for IPv6."""
+
+    def __init__(self, runner: Runner, arp_path: Path = ARP_PATH):
+        self.runner = runner
+        self.arp_path = arp_path
+
+    def read(self, want_v6: bool) -> dict[Address, tuple[str, str]]:
+        try:
+            table = parse_proc_arp(self.arp_path.read_text(errors="replace"))
+        except OSError:
+            table = {}
+        if want_v6:
+            done = self.runner.run(["ip", "-j", "-6", "neigh", "show"], timeout=10)
+            table.update(parse_ip_neigh(done.stdout))
+        return table
+
+
+def scapy_arp(ips: Sequence[Address], iface: str, timeout: float = 1.0) -> dict[Address, set[str]]:
+    """Ask by raw ARP on iface; every MAC that answered, per address (needs CAP_NET_RAW)."""
+    from scapy.layers.l2 import ARP, Ether  # heavy: only on this path
+    from scapy.sendrecv import srp
+
+    answered, _ = srp(
+        Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=[str(ip) for ip in ips]),
+        iface=iface,
+        timeout=timeout,
+        verbose=False,
+        multi=True,
+    )
+    found: dict[Address, set[str]] = {}
+    for _, reply in answered:
+        try:
+            found.setdefault(ipaddress.ip_address(reply.psrc), set()).add(canonical_mac(reply.hwsrc))
+        except ValueError:
+            continue
+    return found
+
+
+def resolve_macs(
+    devices: Sequence[Device],
+    interfaces: Sequence[NetInterface],
+    table: NeighbourTable,
+    *,
+    raw_arp: Callable[[Sequence[Address], str], dict[Address, set[str]]] | None = None,
+    wait: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Device]:
+    """Return the devices with MAC (or the reason there is none) filled in.
+
+    raw_arp is tried for what the kernel did not resolve, when given (root only).
+    """
+    local = {d.ip for d in devices if attached_interface(d.ip, interfaces) is not None}
+    found: dict[Address, tuple[str, str]] = {}
+    if local:
+        _poke(local)
+        deadline = clock() + wait
+        want_v6 = any(ip.version == 6 for ip in local)
+        while True:
+            found = {ip: v for ip, v in table.read(want_v6).items() if ip in local}
+            if len(found) == len(local) or clock() >= deadline:
+                break
+            time.sleep(0.01)
+    extra: dict[Address, set[str]] = {}
+    missing = sorted((ip for ip in local if ip not in found and ip.version == 4), key=int)
+    if raw_arp and missing:
+        by_iface: dict[str, list[Address]] = {}
+        for ip in missing:
+            by_iface.setdefault(attached_interface(ip, interfaces).name, []).append(ip)
+        for iface, ips in by_iface.items():
+            try:
+                extra.update(raw_arp(ips, iface))
+            except (OSError, ImportError, RuntimeError):
+                continue
+    result = []
+    for d in devices:
+        if d.ip not in local:
+            result.append(d.with_mac(None, VIA_ROUTER))
+        elif d.ip in found:
+            result.append(d.with_mac(found[d.ip][0]))
+        elif len(extra.get(d.ip, ())) == 1:
+            result.append(d.with_mac(next(iter(extra[d.ip]))))
+        elif len(extra.get(d.ip, ())) > 1:
+            macs = ", ".join(sorted(extra[d.ip]))
+            result.append(d.with_mac(None, f"several hosts answer ARP for this address ({macs})"))
+        else:
+            result.append(d.with_mac(None, NO_ANSWER))
+    return result

@@ -1,0 +1,150 @@
+"""ufw through its command line: read the added rules, add and delete castwall's."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+from dataclasses import dataclass
+
+from castwall.errors import MissingTool, NeedRoot, ToolFailed
+from castwall.model import TAG_PREFIX, Action, PortRange, Rule, Step, canonical_uuid
+from castwall.system.runner import Runner, missing_tool_message
+
+_TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]{32,36})$")
+_KEYWORDS = {"from", "to", "port", "proto", "comment"}
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """What `ufw show added` holds, as castwall sees it."""
+
+    rules: tuple[Rule, ...]  # every rule of castwall's shape, tagged or not
+    odd_tagged: tuple[str, ...]  # lines tagged castwall: that castwall did not write
+    other: int  # rules of other shapes (the user's own), never touched
+
+    @property
+    def owned(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.owner is not None)
+
+
+def parse_rule_line(line: str) -> Rule | str | None:
+    """Parse one `ufw show added` line.
+
+    Returns a Rule for a UDP-from-address-to-port(s) allow rule, the line
+    itself when it carries a castwall tag but another shape, else None.
+    """
+    try:
+        tokens = shlex.split(line)
+    except ValueError:
+        return line if TAG_PREFIX in line else None
+    comment = tokens[tokens.index("comment") + 1] if "comment" in tokens[:-1] else ""
+    odd = line if comment.startswith(TAG_PREFIX) else None
+    if len(tokens) < 2 or tokens[0] != "ufw" or tokens[1] != "allow":
+        return odd
+    fields: dict[str, str] = {}
+    rest = tokens[2:]
+    if len(rest) % 2:
+        return odd
+    for key, value in zip(rest[::2], rest[1::2]):
+        if key not in _KEYWORDS or key in fields:
+            return odd
+        fields[key] = value
+    if fields.get("proto") != "udp" or fields.get("to") != "any" or "from" not in fields:
+        return odd
+    try:
+        ip = ipaddress.ip_address(fields["from"])
+        low, _, high = fields.get("port", "").partition(":")
+        ports = PortRange(int(low), int(high or low))
+    except ValueError:
+        return odd
+    owner = None
+    if comment:
+        match = _TAG_RE.match(comment)
+        if match is None and odd:
+            return odd
+        if match:
+            try:
+                owner = canonical_uuid(match.group(1))
+            except ValueError:
+                return odd
+    return Rule(ip, ports, owner)
+
+
+def parse_show_added(text: str) -> RuleSet:
+    rules, odd, other = [], [], 0
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line.startswith("ufw "):
+            continue
+        parsed = parse_rule_line(line)
+        if isinstance(parsed, Rule):
+            rules.append(parsed)
+        elif isinstance(parsed, str):
+            odd.append(parsed)
+        else:
+            other += 1
+    return RuleSet(tuple(rules), tuple(odd), other)
+
+
+class UfwFirewall:
+    """ufw 0.36+ driven through its CLI; every call needs root."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+
+    def installed(self) -> bool:
+        return self.runner.which("ufw") is not None
+
+    def require(self) -> None:
+        """Raises MissingTool when ufw is not installed."""
+        if not self.installed():
+            raise MissingTool(missing_tool_message("ufw"))
+
+    def _ufw(self, *args: str):
+        done = self.runner.run(["ufw", *args], timeout=60)
+        if done.returncode != 0:
+            line = done.last_line()
+            if "need to be root" in line:
+                raise NeedRoot("ufw needs root: run castwall with sudo")
+            raise ToolFailed(f"'ufw {' '.join(args)}' failed: {line}")
+        return done
+
+    def rules(self) -> RuleSet:
+        """The rules in ufw's configuration, active or not. Raises ToolFailed, NeedRoot."""
+        return parse_show_added(self._ufw("show", "added").stdout)
+
+    def active(self) -> bool:
+        """Whether ufw is enabled. Raises ToolFailed, NeedRoot."""
+        first = self._ufw("status").stdout.strip().splitlines()
+        if first and first[0].strip() == "Status: active":
+            return True
+        if first and first[0].strip() == "Status: inactive":
+            return False
+        raise ToolFailed("'ufw status' printed no status line castwall understands")
+
+    def apply(self, step: Step) -> bool:
+        """Carry out one step; True if ufw changed something, False if already so.
+
+        ufw exits 0 both for "Rule added" and "Skipping adding existing rule",
+        so its message, not its exit status, tells what happened.
+        Raises ToolFailed.
+        """
+        done = self._ufw(*step.ufw_args())
+        text = done.stdout
+        if step.action is Action.ADD:
+            if "Rule added" in text:
+                return True
+            if "Skipping adding existing rule" in text:
+                return False
+            if "Rule updated" in text:
+                raise ToolFailed(
+                    f"ufw merged 'ufw {' '.join(step.ufw_args())}' into an existing rule "
+                    "(another program changed ufw during this run)"
+                )
+        else:
+            if "Rule deleted" in text:
+                return True
+            if "Could not delete non-existent rule" in text:
+                return False
+        raise ToolFailed(f"'ufw {' '.join(step.ufw_args())}' answered: {done.last_line()}")
