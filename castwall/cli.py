@@ -27,10 +27,10 @@ from castwall.system.ufw import UfwFirewall
 DEFAULT_TIMEOUT = 5.0
 
 
-def _discover(addresses: Sequence[str], timeout: float) -> list[Device]:
+def _discover(addresses: Sequence[str], timeout: float, expect: Sequence[str] = ()) -> list[Device]:
     from castwall.system.discovery import discover
 
-    return discover(addresses, timeout)
+    return discover(addresses, timeout, expect=expect)
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Services:
     paths: host.Paths = field(default_factory=host.Paths.from_environment)
     runner: Runner = field(default_factory=SubprocessRunner)
     is_root: Callable[[], bool] = host.is_root
-    discover: Callable[[Sequence[str], float], list[Device]] = _discover
+    discover: Callable[..., list[Device]] = _discover
     raw_arp: Callable | None = scapy_arp
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     debug: bool = False
@@ -146,11 +146,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj.debug = debug
 
 
-def _gather_devices(svc: Services, interfaces: Sequence[str], timeout: float, root: bool) -> tuple[list[Device], list[NetInterface]]:
+def _gather_devices(
+    svc: Services, interfaces: Sequence[str], timeout: float, root: bool, known: State | None
+) -> tuple[list[Device], list[NetInterface]]:
     chosen = choose_interfaces(svc.interfaces(), interfaces)
     addresses = [str(a.ip) for i in chosen for a in i.ipv4]
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
-    found = svc.discover(addresses, timeout)
+    found = svc.discover(addresses, timeout, expect=[d.uuid for d in known.devices] if known else ())
     table = NeighbourTable(svc.runner, svc.paths.arp)
     resolved = resolve_macs(found, chosen, table, raw_arp=svc.raw_arp if root else None)
     return resolved, chosen
@@ -181,7 +183,11 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
     address, port, MAC address where known, and UUID. A Cast group is shown
     with the device that hosts it.
     """
-    devices, chosen = _gather_devices(svc, interfaces, timeout, svc.is_root())
+    try:
+        known = host.read_state(svc.paths.state_file)
+    except CastwallError:
+        known = None  # listing devices does not need the state file
+    devices, chosen = _gather_devices(svc, interfaces, timeout, svc.is_root(), known)
     if as_json:
         doc = render.document("discover", interfaces=[i.name for i in chosen], devices=[render.device_json(d) for d in devices])
         click.echo(json.dumps(doc, indent=2))
@@ -223,7 +229,7 @@ def setup(
         firewall.require()
     port_range = read_port_range(svc.paths.port_range)
     previous = host.read_state(svc.paths.state_file)
-    devices, _ = _gather_devices(svc, interfaces, timeout, root)
+    devices, _ = _gather_devices(svc, interfaces, timeout, root, previous)
     if not devices:
         raise NotFound(f"no Cast device answered within {timeout:g} s; is the device on and on this LAN?")
     scope, unmatched = select_devices(devices, selectors)
@@ -295,7 +301,7 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
         ufw = "active" if firewall.active() else "inactive"
     else:
         ufw = "unknown"
-    discovered = None if no_discover else _gather_devices(svc, interfaces, timeout, root)[0]
+    discovered = None if no_discover else _gather_devices(svc, interfaces, timeout, root, state)[0]
     findings = assess(state, port_range, discovered, live, ufw, odd)
     rules = live if live is not None else (state.rules if state else ())
     if as_json:

@@ -9,10 +9,10 @@ import ipaddress
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Collection, Iterable, Sequence
 
 from castwall.errors import NetworkUnavailable
-from castwall.model import Device, Kind
+from castwall.model import Device, Kind, canonical_uuid
 from castwall.sanitize import safe_text
 
 SERVICE = "_googlecast._tcp.local."
@@ -54,21 +54,27 @@ def kind_of(model: str) -> Kind:
 class StopRule:
     """When discovery has heard enough.
 
-    Responders answer a multicast query within about 120 ms, so once answers
-    stop arriving for a while the LAN has answered. The quiet period grows with
-    how late the last answer came, so a slow LAN gets more time; --timeout caps
-    it all. With no answer at all, give up after empty_wait (which spans the
-    browser's second query, sent about 1 s in).
+    A responder may not multicast a record again within 1 s of the last time
+    (RFC 6762 section 6; avahi: 500 ms), so a device whose answer to someone
+    else's query went out just before castwall started stays silent on the
+    first query. castwall may not use the unicast-answer bit (ufw drops those
+    answers), so it asks a second time, requery seconds after the first, and
+    ends once the answers to that round have come in and the LAN has been
+    quiet for settle seconds (longer when answers came late: a slow LAN gets
+    more time). When every device castwall set up before has already answered
+    the first round, it ends then. --timeout caps it all.
     """
 
-    settle: float = 0.25
-    empty_wait: float = 1.5
+    first_quiet: float = 0.2  # round one is over after this long without news
+    requery: float = 1.0
+    answer_window: float = 0.15  # responders answer a query within 120 ms
+    settle: float = 0.15
+    harvest: float = 0.5  # longest wait for pychromecast to read a cached answer
 
-    def done(self, elapsed: float, last_answer: float | None) -> bool:
+    def quiet(self, elapsed: float, last_answer: float | None, window: float) -> bool:
         if last_answer is None:
-            return elapsed >= self.empty_wait
-        quiet = max(self.settle, last_answer / 2)
-        return elapsed - last_answer >= quiet
+            return elapsed >= window
+        return elapsed - last_answer >= max(window, last_answer / 4)
 
 
 def link_groups(devices: Iterable[Device]) -> list[Device]:
@@ -106,13 +112,8 @@ def device_from_info(info) -> Device | None:
 
 
 def _send_multicast_query(zc, zeroconf) -> None:
-    # python-zeroconf's browser opens with a QU question; responders answer it
-    # by unicast to port 5353, which ufw's default deny drops. One QM question
-    # first gets multicast answers, which ufw's stock rules let in. (Sent
-    # before the browser starts: zeroconf suppresses a QM question it has just
-    # heard asked, and it hears the browser's own QU question.)
     out = zeroconf.DNSOutgoing(0)  # flags 0: a standard query
-    out.add_question(zeroconf.DNSQuestion(SERVICE, 12, 1))  # PTR, class IN
+    out.add_question(zeroconf.DNSQuestion(SERVICE, 12, 1))  # PTR, class IN, QM
     zc.send(out)
 
 
@@ -120,46 +121,81 @@ def discover(
     addresses: Sequence[str],
     timeout: float,
     *,
+    expect: Collection[str] = (),
     rule: StopRule = StopRule(),
     clock: Callable[[], float] = time.monotonic,
 ) -> list[Device]:
     """Browse for Cast devices from the given local IPv4 addresses.
 
+    expect holds the UUIDs of devices set up before: when all of them answer
+    the first query, discovery ends without a second round.
     Raises NetworkUnavailable when mDNS cannot be started on them.
     """
+    # Why two browsers, in this order: python-zeroconf's browser (which
+    # pychromecast's uses) opens with a QU question, and a responder answers
+    # QU by unicast to port 5353, which ufw's default deny drops; avahi even
+    # drops its pending multicast answer then. So castwall asks with QM
+    # questions only (multicast answers, which ufw's stock rules admit) and
+    # watches the answers arrive. Once the first round has gone quiet it
+    # starts pychromecast's browser, which finds the answers in zeroconf's
+    # cache and sends its QU question with them as known answers, so no
+    # responder needs to reply to it.
     import zeroconf
     from pychromecast.discovery import CastBrowser, SimpleCastListener
 
     activity = threading.Condition()
+    names: set[str] = set()
     heard: list[float] = []
 
-    def note(uuid, service):
+    def on_record(zeroconf, service_type, name, state_change):  # zeroconf passes these by keyword
         with activity:
+            names.add(name)
             heard.append(clock())
-            activity.notify()
+            activity.notify_all()
+
+    def on_cast(uuid, service):
+        with activity:
+            activity.notify_all()
 
     try:
         zc = zeroconf.Zeroconf(interfaces=list(addresses))
     except (OSError, zeroconf.Error) as exc:
         where = ", ".join(addresses)
         raise NetworkUnavailable(f"cannot start mDNS on {where}: {getattr(exc, 'strerror', None) or exc}") from None
-    browser = CastBrowser(SimpleCastListener(add_callback=note, update_callback=note), zc)
-    started = False
+    watcher = browser = None
+    expected = {canonical_uuid(u) for u in expect}
+    second_round = False
     try:
         start = clock()
         _send_multicast_query(zc, zeroconf)
-        browser.start_discovery()
-        started = True
+        watcher = zeroconf.ServiceBrowser(zc, SERVICE, handlers=[on_record], question_type=zeroconf.DNSQuestionType.QM)
         with activity:
             while True:
                 elapsed = clock() - start
                 last = heard[-1] - start if heard else None
-                if elapsed >= timeout or rule.done(elapsed, last):
+                if elapsed >= timeout:
                     break
+                if browser is None and rule.quiet(elapsed, last, rule.first_quiet):
+                    browser = CastBrowser(SimpleCastListener(add_callback=on_cast, update_callback=on_cast), zc)
+                    browser.start_discovery()
+                    harvest_end = elapsed + rule.harvest
+                if not second_round and elapsed >= rule.requery:
+                    _send_multicast_query(zc, zeroconf)
+                    second_round = True
+                if browser is not None:
+                    found = {str(u) for u in dict(browser.devices)}
+                    harvested = len(found) >= len(names) or elapsed >= harvest_end
+                    if harvested and expected and expected <= found and not second_round:
+                        break
+                    if harvested and second_round and elapsed >= rule.requery + rule.answer_window \
+                            and rule.quiet(elapsed, last, rule.settle):
+                        break
                 activity.wait(0.02)
-        infos = list(dict(browser.devices).values())
+        infos = list(dict(browser.devices).values()) if browser is not None else []
     finally:
-        if started:
+        if watcher is not None:
+            watcher.cancel()
+        if browser is not None:
             browser.stop_discovery()  # also closes zc
         else:
             zc.close()
