@@ -18,19 +18,14 @@ from castwall.errors import CastwallError, Declined, ExitCode, NeedRoot, NotFoun
 from castwall.model import Device, Rule, State
 from castwall.planner import assess, next_state, plan_setup, select_devices, select_rules_to_remove
 from castwall.system import host
+from castwall.system.discovery import discover as discover_devices, link_groups
 from castwall.system.interfaces import NetInterface, choose_interfaces, list_interfaces
-from castwall.system.neighbours import NeighbourTable, resolve_macs, scapy_arp
+from castwall.system.neighbours import NeighbourTable, poke, resolve_macs, scapy_arp
 from castwall.system.runner import Runner, SubprocessRunner
 from castwall.system.sysctl import read_port_range
 from castwall.system.ufw import UfwFirewall
 
 DEFAULT_TIMEOUT = 5.0
-
-
-def _discover(addresses: Sequence[str], timeout: float, expect: Sequence[str] = ()) -> list[Device]:
-    from castwall.system.discovery import discover
-
-    return discover(addresses, timeout, expect=expect)
 
 
 @dataclass
@@ -40,9 +35,11 @@ class Services:
     paths: host.Paths = field(default_factory=host.Paths.from_environment)
     runner: Runner = field(default_factory=SubprocessRunner)
     is_root: Callable[[], bool] = host.is_root
-    discover: Callable[..., list[Device]] = _discover
+    discover: Callable[..., list[Device]] = discover_devices
     raw_arp: Callable | None = scapy_arp
+    poke: Callable = poke
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    lock_wait: float = 10.0
     debug: bool = False
 
     def interfaces(self) -> list[NetInterface]:
@@ -152,8 +149,8 @@ def _gather_devices(
     chosen = choose_interfaces(svc.interfaces(), interfaces)
     addresses = [str(a.ip) for i in chosen for a in i.ipv4]
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
-    found = svc.discover(addresses, timeout, expect=[d.uuid for d in known.devices] if known else ())
-    table = NeighbourTable(svc.runner, svc.paths.arp)
+    found = link_groups(svc.discover(addresses, timeout, expect=[d.uuid for d in known.devices] if known else ()))
+    table = NeighbourTable(svc.runner, svc.paths.arp, poke=svc.poke)
     resolved = resolve_macs(found, chosen, table, raw_arp=svc.raw_arp if root else None)
     return resolved, chosen
 
@@ -236,7 +233,7 @@ def setup(
     if unmatched:
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
 
-    lock = host.run_lock(svc.paths.lock_file, notify=progress) if not dry_run else contextlib.nullcontext()
+    lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
         if root:
             current = firewall.rules().rules
@@ -355,7 +352,7 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
     if root:
         firewall.require()
     state = host.read_state(svc.paths.state_file) or State(None, (), ())
-    lock = host.run_lock(svc.paths.lock_file, notify=progress) if not dry_run else contextlib.nullcontext()
+    lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
         if root:
             owned = firewall.rules().owned

@@ -120,7 +120,7 @@ class Rule:
         return args + (("comment", self.comment) if self.comment else ())
 
     def ufw_delete_args(self) -> tuple[str, ...]:
-        return ("delete",) + self.ufw_add_args()[:8]
+        return ("delete",) + self.ufw_add_args()[:9]
 
 
 class Action(str, enum.Enum):

@@ -16,7 +16,7 @@ def safe_text(value: object, limit: int = MAX_NAME) -> str:
     text = str(value)
     out = []
     for ch in text:
-        if ch in "\t\n\r\v\f ":
+        if ch.isspace():
             if out and out[-1] != " ":
                 out.append(" ")
         elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):

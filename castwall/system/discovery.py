@@ -199,4 +199,4 @@ def discover(
             browser.stop_discovery()  # also closes zc
         else:
             zc.close()
-    return link_groups(d for d in map(device_from_info, infos) if d is not None)
+    return [d for d in map(device_from_info, infos) if d is not None]

@@ -64,7 +64,7 @@ def parse_ip_neigh(text: str) -> dict[Address, tuple[str, str]]:
     return table
 
 
-def _poke(ips: Iterable[Address]) -> None:
+def poke(ips: Iterable[Address]) -> None:
     """Send one empty UDP datagram to each address so the kernel resolves it."""
     socks: dict[int, socket.socket] = {}
     try:
@@ -85,9 +85,10 @@ def _poke(ips: Iterable[Address]) -> None:
 class NeighbourTable:
     """Reads the kernel's neighbour entries: /proc/net/arp for IPv4, `ip -j neigh` for IPv6."""
 
-    def __init__(self, runner: Runner, arp_path: Path = ARP_PATH):
+    def __init__(self, runner: Runner, arp_path: Path = ARP_PATH, poke: Callable[[Iterable[Address]], None] = poke):
         self.runner = runner
         self.arp_path = arp_path
+        self.poke = poke
 
     def read(self, want_v6: bool) -> dict[Address, tuple[str, str]]:
         try:
@@ -137,7 +138,7 @@ def resolve_macs(
     local = {d.ip for d in devices if attached_interface(d.ip, interfaces) is not None}
     found: dict[Address, tuple[str, str]] = {}
     if local:
-        _poke(local)
+        table.poke(local)
         deadline = clock() + wait
         want_v6 = any(ip.version == 6 for ip in local)
         while True:

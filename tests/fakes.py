@@ -1,0 +1,158 @@
+"""Fakes at the process boundary, behaving as the real programs were seen to (tests/data)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from castwall.cli import Services
+from castwall.model import Device, Kind
+from castwall.system.host import Paths
+from castwall.system.runner import Completed
+
+DATA = Path(__file__).with_name("data")
+
+
+def data(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+@dataclass
+class FakeUfw:
+    """A runner that answers `ufw` and `ip` as ufw 0.36.2 and iproute2 do.
+
+    Rules are kept as `ufw show added` lines. ufw's identity of a rule ignores
+    its comment, as the real one's does. fail_calls lists the 1-based numbers
+    of the allow/delete calls that fail, as a ufw error would.
+    """
+
+    lines: list[str] = field(default_factory=list)
+    active: bool = True
+    installed: bool = True
+    root: bool = True
+    fail_calls: set[int] = field(default_factory=set)
+    ip_addr: str = field(default_factory=lambda: data("ip-addr.json"))
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    changes: int = 0
+
+    def which(self, program: str) -> str | None:
+        if program == "ufw" and not self.installed:
+            return None
+        return f"/usr/sbin/{program}"
+
+    def run(self, argv: Sequence[str], *, timeout: float = 30.0) -> Completed:
+        argv = tuple(argv)
+        self.calls.append(argv)
+        if argv[:3] == ("ip", "-j", "addr"):
+            return Completed(argv, 0, self.ip_addr, "")
+        if argv[:2] == ("ip", "-j"):
+            return Completed(argv, 0, "[]", "")
+        assert argv[0] == "ufw", argv
+        if not self.root:
+            return Completed(argv, 1, "", "ERROR: You need to be root to run this script\n")
+        args = argv[1:]
+        if args == ("show", "added"):
+            body = "".join(line + "\n" for line in self.lines)
+            return Completed(argv, 0, "Added user rules (see 'ufw status' for running firewall):\n" + body, "")
+        if args == ("status",):
+            return Completed(argv, 0, "Status: active\n" if self.active else "Status: inactive\n", "")
+        self.changes += 1
+        if self.changes in self.fail_calls:
+            return Completed(argv, 1, "", "ERROR: Couldn't update rules file\n")
+        if args[0] == "delete":
+            key = self._key(args[1:])
+            for i, line in enumerate(self.lines):
+                if self._key(self._args_of(line)) == key:
+                    del self.lines[i]
+                    return Completed(argv, 0, "Rule deleted\n", "")
+            return Completed(argv, 0, "Could not delete non-existent rule\n", "")
+        key = self._key(args)
+        line = self._line(args)
+        for i, old in enumerate(self.lines):
+            if self._key(self._args_of(old)) == key:
+                if old == line:
+                    return Completed(argv, 0, "Skipping adding existing rule\n", "")
+                self.lines[i] = line
+                return Completed(argv, 0, "Rule updated\n", "")
+        self.lines.append(line)
+        return Completed(argv, 0, "Rule added\n", "")
+
+    # Only castwall's shape is needed: allow proto udp from IP to any port P [comment C]
+    @staticmethod
+    def _key(args: Sequence[str]) -> tuple:
+        words = list(args)
+        if "comment" in words:
+            words = words[: words.index("comment")]
+        fields = dict(zip(words[1::2], words[2::2])) if words and words[0] == "allow" else {}
+        return (words[0] if words else "", fields.get("proto"), fields.get("from"), fields.get("to"), fields.get("port"))
+
+    @staticmethod
+    def _line(args: Sequence[str]) -> str:
+        fields = dict(zip(args[1::2], args[2::2]))
+        line = f"ufw allow from {fields['from']} to any port {fields['port']} proto udp"
+        return line + (f" comment '{fields['comment']}'" if "comment" in fields else "")
+
+    @staticmethod
+    def _args_of(line: str) -> tuple[str, ...]:
+        import shlex
+
+        words = shlex.split(line)[1:]
+        out = [words[0]]
+        rest = words[1:]
+        pairs = dict(zip(rest[::2], rest[1::2]))
+        for key in ("proto", "from", "to", "port", "comment"):
+            if key in pairs:
+                out += [key, pairs[key]]
+        return tuple(out)
+
+    def castwall_lines(self) -> list[str]:
+        return [line for line in self.lines if "castwall:" in line]
+
+
+def device(n: int, *, name: str | None = None, kind: Kind = Kind.VIDEO, ip: str | None = None,
+           mac: str | None = "auto", port: int = 8009, model: str | None = None) -> Device:
+    """Device number n of a made-up LAN (192.168.77.0/24, like the lab)."""
+    return Device(
+        uuid=f"{n:08x}-0000-4000-8000-{n:012x}",
+        name=name or f"Device {n}",
+        model=model or ("Google Cast Group" if kind is Kind.GROUP else "Chromecast"),
+        kind=kind,
+        ip=ipaddress.ip_address(ip or f"192.168.77.{100 + n}"),
+        port=port,
+        mac=f"02:ca:57:00:00:{n:02x}" if mac == "auto" else mac,
+    )
+
+
+def arp_text(devices: Sequence[Device]) -> str:
+    rows = ["IP address       HW type     Flags       HW address            Mask     Device"]
+    rows += [f"{d.ip}   0x1   0x2   {d.mac}   *   eth0" for d in devices if d.mac and d.kind is not Kind.GROUP]
+    return "\n".join(rows) + "\n"
+
+
+def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = True, ufw: FakeUfw | None = None,
+             port_range: str = "32768\t60999\n") -> Services:
+    """Services for CliRunner tests: a fake LAN and ufw, real files under tmp_path."""
+    ufw = ufw or FakeUfw(root=root)
+    paths = Paths(
+        state_dir=tmp_path / "state",
+        lock_file=tmp_path / "run" / "castwall.lock",
+        port_range=tmp_path / "ip_local_port_range",
+        arp=tmp_path / "arp",
+    )
+    paths.port_range.write_text(port_range)
+    paths.arp.write_text(arp_text(devices))
+    svc = Services(
+        paths=paths,
+        runner=ufw,
+        is_root=lambda: root,
+        discover=lambda addresses, timeout, expect=(): [d.with_mac(None) for d in devices],
+        raw_arp=None,
+        poke=lambda ips: None,  # never send packets from a unit test
+        now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),
+    )
+    svc.ufw = ufw  # for assertions
+    svc.lan = list(devices)
+    return svc

@@ -1,0 +1,143 @@
+"""Parsers of outside text, on text captured from the real programs (tests/data)."""
+
+import ipaddress
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from castwall.errors import BadData
+from castwall.model import PortRange, Rule, State
+from castwall.sanitize import safe_text
+from castwall.state import dump_state, load_state
+from castwall.system.interfaces import choose_interfaces, parse_ip_addr
+from castwall.system.neighbours import parse_ip_neigh, parse_proc_arp
+from castwall.system.sysctl import parse_port_range, read_port_range
+from castwall.system.ufw import parse_show_added
+from tests.fakes import data, device
+
+ip = ipaddress.ip_address
+
+
+def test_port_range_as_the_kernel_writes_it():
+    assert parse_port_range("32768\t60999\n") == PortRange(32768, 60999)
+    assert parse_port_range(" 1024 65535") == PortRange(1024, 65535)
+
+
+@pytest.mark.parametrize("text", ["", "32768", "32768 60999 1", "60999 32768", "0 100", "1 70000", "a b", "-1 5", "3.5 9", "٣ ٤"])
+def test_port_range_refuses_anything_else(text):
+    with pytest.raises(BadData):
+        parse_port_range(text)
+
+
+def test_port_range_file_missing_is_a_clear_error(tmp_path):
+    with pytest.raises(BadData, match="cannot read"):
+        read_port_range(tmp_path / "nope")
+
+
+def test_proc_net_arp_keeps_complete_entries_only():
+    table = parse_proc_arp(data("proc-net-arp-incomplete.txt"))
+    assert table == {
+        ip("192.168.77.101"): ("02:ca:57:00:00:00", "eth0"),
+        ip("192.168.77.102"): ("02:ca:57:00:00:01", "eth0"),
+        ip("192.168.77.103"): ("02:ca:57:00:00:02", "eth0"),
+    }
+
+
+def test_ip_neigh_json_skips_incomplete():
+    table = parse_ip_neigh(data("ip-neigh.json"))
+    assert ip("192.168.77.199") not in table
+    assert table[ip("192.168.77.102")] == ("02:ca:57:00:00:01", "eth0")
+    assert len(table) == 3
+
+
+def test_ip_addr_json_gives_interfaces_and_subnets():
+    ifaces = parse_ip_addr(data("ip-addr.json"))
+    lo, eth0 = ifaces
+    assert lo.loopback and not lo.usable
+    assert eth0.usable and str(eth0.ipv4[0]) == "192.168.77.10/24"
+    assert choose_interfaces(ifaces, []) == [eth0]
+
+
+def test_ufw_show_added_finds_castwall_rules_and_the_users_lookalike():
+    rules = parse_show_added(data("ufw-show-added.txt"))
+    owned = {(str(r.ip), str(r.ports)) for r in rules.owned}
+    assert owned == {("192.168.77.101", "32768:60999"), ("192.168.77.102", "32768:60999"), ("192.168.77.103", "32768:60999")}
+    untagged = [r for r in rules.rules if r.owner is None]
+    # the user's own rule of the same shape is recognised but not owned
+    assert untagged == [Rule(ip("192.168.77.60"), PortRange(32768, 60999), None)]
+    # 22/tcp, the tcp web rule, the rule bound to an interface, the deny rule
+    assert rules.other == 4 and rules.odd_tagged == ()
+
+
+def test_ufw_line_tagged_castwall_but_of_another_shape_is_reported_not_owned():
+    text = "ufw allow from 192.168.77.9 to any port 8009 proto tcp comment 'castwall:1d19441f-de2a-5a8b-dbeb-dcaae5ab99cb'\n"
+    rules = parse_show_added(text)
+    assert rules.rules == () and len(rules.odd_tagged) == 1
+
+
+def test_state_round_trips_and_refuses_what_it_cannot_read():
+    d = device(1, name="Living Room TV")
+    state = State(PortRange(32768, 60999), (d,), (Rule(d.ip, PortRange(32768, 60999), d.uuid),), "2026-11-21T10:00:00Z")
+    assert load_state(dump_state(state)) == state
+    doc = json.loads(dump_state(state))
+    for bad, why in [
+        ("{", "not valid JSON"),
+        ("[]", "not a castwall state file"),
+        (json.dumps({**doc, "version": 99}), "newer castwall"),
+        (json.dumps({**doc, "devices": [{"uuid": "x"}]}), "invalid entry"),
+        (json.dumps({**doc, "rules": [{"ip": "1.2.3.4", "ports": [9, 1], "owner": None}]}), "invalid entry"),
+    ]:
+        with pytest.raises(BadData, match=why):
+            load_state(bad)
+
+
+# --- properties: no outside text makes a parser fail in any other way ---------
+
+text = st.text(st.characters(), max_size=400)
+
+
+@given(text)
+def test_port_range_parser_only_ever_raises_bad_data(s):
+    try:
+        r = parse_port_range(s)
+    except BadData:
+        return
+    assert 1 <= r.low <= r.high <= 65535
+
+
+@given(text)
+def test_arp_and_neigh_parsers_never_raise(s):
+    for parsed in (parse_proc_arp(s), parse_ip_neigh(s)):
+        for mac, dev in parsed.values():
+            assert len(mac) == 17
+
+
+@given(st.lists(st.sampled_from(data("ufw-show-added.txt").splitlines() + ["ufw allow from", "ufw allow 'x", "ufw allow from 1.2.3.4 to any port 9:1 proto udp", "ufw allow from x to any port 1 proto udp"]), max_size=12), text)
+def test_ufw_parser_never_raises_and_owns_only_tagged(lines, junk):
+    rules = parse_show_added("\n".join(lines + [junk]))
+    assert all(r.comment and r.comment.startswith("castwall:") for r in rules.owned)
+
+
+@given(text)
+@settings(max_examples=200)
+def test_state_parser_only_ever_raises_bad_data(s):
+    try:
+        load_state(s)
+    except BadData:
+        pass
+
+
+@given(text)
+def test_ip_addr_parser_only_ever_raises_bad_data(s):
+    try:
+        parse_ip_addr(s)
+    except BadData:
+        pass
+
+
+@given(st.one_of(text, st.binary(max_size=300)))
+def test_safe_text_is_one_printable_bounded_line(s):
+    out = safe_text(s)
+    assert len(out) <= 64
+    assert all(c.isprintable() for c in out)
