@@ -11,6 +11,12 @@ from castwall.planner import Finding
 from castwall.sanitize import safe_text
 
 SCHEMA = 1
+UFW_WORDS = {
+    "active": "ufw active",
+    "inactive": "ufw INACTIVE (rules have no effect)",
+    "missing": "ufw not installed",
+    "unknown": "ufw (live rules need root; shown from the state file)",
+}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -135,7 +141,7 @@ def status_text(
 ) -> str:
     out = [
         f"Port range:  {port_range}",
-        f"Firewall:    ufw {ufw}",
+        f"Firewall:    {UFW_WORDS.get(ufw, ufw)}",
         f"State file:  {state_path}" + (f" (written {state.written})" if state and state.written else " (none yet)" if state is None else ""),
         "",
     ]

@@ -67,7 +67,7 @@ class FakeUfw:
             for i, line in enumerate(self.lines):
                 if self._key(self._args_of(line)) == key:
                     del self.lines[i]
-                    return Completed(argv, 0, "Rule deleted\n", "")
+                    return Completed(argv, 0, "Rule deleted\n" if self.active else "Rules updated\n", "")
             return Completed(argv, 0, "Could not delete non-existent rule\n", "")
         key = self._key(args)
         line = self._line(args)
@@ -76,9 +76,9 @@ class FakeUfw:
                 if old == line:
                     return Completed(argv, 0, "Skipping adding existing rule\n", "")
                 self.lines[i] = line
-                return Completed(argv, 0, "Rule updated\n", "")
+                return Completed(argv, 0, "Rule updated\n" if self.active else "Rules updated\n", "")
         self.lines.append(line)
-        return Completed(argv, 0, "Rule added\n", "")
+        return Completed(argv, 0, "Rule added\n" if self.active else "Rules updated\n", "")
 
     # Only castwall's shape is needed: allow proto udp from IP to any port P [comment C]
     @staticmethod

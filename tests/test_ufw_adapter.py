@@ -48,6 +48,11 @@ def test_exit_zero_without_a_change_is_reported_as_no_change(action, message):
     assert UfwFirewall(Scripted((0, message, ""))).apply(Step(action, RULE, "x")) is False
 
 
+@pytest.mark.parametrize("action", [Action.ADD, Action.DELETE])
+def test_inactive_ufw_answers_rules_updated_to_a_change(action):
+    assert UfwFirewall(Scripted((0, "Rules updated\n", ""))).apply(Step(action, RULE, "x")) is True
+
+
 def test_rule_updated_means_another_rule_was_taken_over_and_is_an_error():
     with pytest.raises(ToolFailed, match="merged"):
         UfwFirewall(Scripted((0, "Rule updated\n", ""))).apply(Step(Action.ADD, RULE, "x"))

@@ -127,11 +127,14 @@ class UfwFirewall:
         """Carry out one step; True if ufw changed something, False if already so.
 
         ufw exits 0 both for "Rule added" and "Skipping adding existing rule",
-        so its message, not its exit status, tells what happened.
+        so its message, not its exit status, tells what happened. While ufw is
+        inactive it answers "Rules updated" to every change it makes.
         Raises ToolFailed.
         """
         done = self._ufw(*step.ufw_args())
         text = done.stdout
+        if "Rules updated" in text:
+            return True
         if step.action is Action.ADD:
             if "Rule added" in text:
                 return True

@@ -155,6 +155,8 @@ class Lab:
         self._sh("ip", "-n", ns, "link", "set", "eth0", "up")
 
     def _build(self) -> None:
+        # castwall also runs as nobody here, who may not reach the checkout: run a copy.
+        shutil.copytree(REPO / "castwall", self.dir / "src" / "castwall", ignore=shutil.ignore_patterns("__pycache__"))
         br = self._add_ns("br")
         self._sh("ip", "-n", br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
         self._sh("ip", "-n", br, "link", "set", "br0", "up")
@@ -301,7 +303,7 @@ class Lab:
 
     def castwall(self, *args: str, root: bool = True, input: str | None = None, python: str | None = None,
                  timeout: float = 120) -> subprocess.CompletedProcess:
-        env = {"PYTHONPATH": str(REPO), "CASTWALL_STATE_DIR": str(self.state_dir), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {"PYTHONPATH": str(self.dir / "src"), "CASTWALL_STATE_DIR": str(self.state_dir), "PYTHONDONTWRITEBYTECODE": "1"}
         return self.ws([python or self.python, "-m", "castwall", *args], root=root, env=env, input=input, timeout=timeout)
 
     def ufw(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
@@ -339,11 +341,12 @@ class Lab:
     def move(self, dev: LabDevice, new_ip: str) -> None:
         """Give a device a new address, as a DHCP server without a reservation might."""
         log = dev.dir / "avahi.log"
-        self._sh("ip", "-n", dev.ns, "addr", "add", f"{new_ip}/24", "dev", "eth0")
+        # Delete first: removing a primary address also removes its secondaries.
         self._sh("ip", "-n", dev.ns, "addr", "del", f"{dev.ip}/24", "dev", "eth0")
+        self._sh("ip", "-n", dev.ns, "addr", "add", f"{new_ip}/24", "dev", "eth0")
         dev.ip = new_ip
         self._wait(lambda: f"Registering new address record for {new_ip}" in log.read_text(), f"{dev.name} at {new_ip}")
-        time.sleep(1.0)  # avahi re-announces once its records are established
+        time.sleep(1.5)  # avahi probes the new record (3 x 250 ms) before it answers with it
 
     def set_port_range(self, low: int, high: int) -> None:
         self.ws(["sh", "-c", f"echo '{low} {high}' > /proc/sys/net/ipv4/ip_local_port_range"], check=True)

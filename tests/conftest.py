@@ -1,0 +1,32 @@
+import os
+
+import pytest
+
+from tests.lab import Lab, missing_requirements
+
+# scripts/test sets this: there, a lab test that cannot run is a failure, not a skip.
+REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
+
+
+def lab_or_skip():
+    why = missing_requirements()
+    if why:
+        if REQUIRE_LAB:
+            pytest.fail(f"lab required but unavailable: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture
+def make_lab():
+    """Build labs on demand; every one is torn down, even when the test fails."""
+    lab_or_skip()
+    labs = []
+
+    def make(**kw) -> Lab:
+        lab = Lab(**kw)
+        labs.append(lab)
+        return lab.start()
+
+    yield make
+    for lab in labs:
+        lab.close()

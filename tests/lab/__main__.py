@@ -1,0 +1,85 @@
+"""The demo: castwall's main job on a simulated LAN. Run as root: python3 -m tests.lab demo"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tests.lab import Lab, missing_requirements
+
+IN_RANGE, OUTSIDE = 45000, 8000
+
+
+def say(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m" if sys.stdout.isatty() else f"\n== {title}", flush=True)
+
+
+def show(result) -> None:
+    for stream in (result.stdout, result.stderr):
+        if stream.strip():
+            print("   " + stream.rstrip().replace("\n", "\n   "))
+
+
+def demo(devices: int) -> int:
+    failures = []
+
+    def expect(ok: bool, what: str) -> None:
+        print(f"   {'ok  ' if ok else 'FAIL'} {what}")
+        if not ok:
+            failures.append(what)
+
+    say(f"Building a LAN in network namespaces: {devices} Cast devices (one hosts a Cast group), "
+        "a printer, and a workstation with ufw (default deny)")
+    with Lab(devices=devices, python="/usr/bin/python3") as lab:
+        first = lab.devices[0]
+        print(f"   workstation {lab.ws_ip}; printer {lab.other_ip}; "
+              + "; ".join(f"{d.name} {d.ip}" for d in lab.devices))
+
+        say("Before castwall: a Cast device answers Chrome by UDP to a random local port")
+        got = lab.udp_reaches({first.name: first.ns}, IN_RANGE)
+        expect(got == set(), f"{first.name} -> workstation UDP {IN_RANGE}: dropped by ufw")
+
+        say("castwall discover")
+        show(lab.castwall("discover", root=False))
+
+        say("sudo castwall setup --yes")
+        result = lab.castwall("setup", "--yes")
+        show(result)
+        expect(result.returncode == 0, "setup exited 0")
+
+        say("castwall status (as an ordinary user)")
+        result = lab.castwall("status", root=False)
+        show(result)
+        expect(result.returncode == 0, "status: all in place (exit 0)")
+
+        say("sudo ufw status (in the workstation)")
+        show(lab.ufw("status"))
+
+        say("Traffic proof")
+        senders = {d.name: d.ns for d in lab.devices} | {"printer": lab.other_ns}
+        got = lab.udp_reaches(senders, IN_RANGE)
+        for d in lab.devices:
+            expect(d.name in got, f"{d.name} -> workstation UDP {IN_RANGE} (inside the port range): arrives")
+        expect("printer" not in got, f"printer -> workstation UDP {IN_RANGE}: dropped (not a Cast device)")
+        got = lab.udp_reaches({first.name: first.ns}, OUTSIDE)
+        expect(got == set(), f"{first.name} -> workstation UDP {OUTSIDE} (outside the range): dropped")
+
+        say("Tearing the lab down")
+    print(f"\n{'Demo passed.' if not failures else f'Demo FAILED: {len(failures)} check(s).'}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m tests.lab")
+    parser.add_argument("command", choices=["demo"])
+    parser.add_argument("--devices", type=int, default=4, help="Cast devices to simulate (default 4)")
+    args = parser.parse_args()
+    why = missing_requirements()
+    if why:
+        print(f"demo: {why}", file=sys.stderr)
+        return 4
+    return demo(args.devices)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
