@@ -161,3 +161,24 @@ def test_changed_port_range_is_reported_and_carried_over(make_lab):
     dev = lab.devices[0]
     assert lab.udp_reaches({"in": dev.ns}, 45000) == {"in"}
     assert lab.udp_reaches({"out": dev.ns}, 35000) == set()
+
+
+def test_discovery_ends_when_the_lan_has_answered_not_at_the_timeout(make_lab):
+    lab = make_lab(devices=2)
+    import time
+
+    start = time.monotonic()
+    found = devices_json(lab.castwall("discover", "--json", "--timeout", "60", root=False))
+    assert len(found) == 3 and time.monotonic() - start < 20
+
+
+def test_raw_arp_resolves_what_the_kernel_cannot_but_only_as_root(make_lab):
+    lab = make_lab(devices=2)
+    # The workstation's kernel no longer sends ARP requests of its own.
+    lab.ws(["sh", "-c", "echo 0 > /proc/sys/net/ipv4/neigh/eth0/mcast_solicit; ip neigh flush dev eth0"], check=True)
+    as_root = {d["uuid"]: d for d in devices_json(lab.castwall("discover", "--json"))}
+    for dev in lab.devices:
+        assert as_root[dashed(dev.uuid)]["mac"] == dev.mac
+    lab.ws(["ip", "neigh", "flush", "dev", "eth0"], check=True)
+    as_user = devices_json(lab.castwall("discover", "--json", root=False))
+    assert all(d["mac"] is None and "no answer" in d["mac_note"] for d in as_user)

@@ -1,0 +1,55 @@
+"""Imports flow one way, and each side effect has one door."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "castwall"
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def modules():
+    return {str(p.relative_to(PKG.parent)).removesuffix(".py").replace("/", "."): imports_of(p) for p in PKG.rglob("*.py")}
+
+
+def users_of(prefix: str) -> set[str]:
+    return {m for m, names in modules().items() if any(n == prefix or n.startswith(prefix + ".") for n in names)}
+
+
+def test_only_discovery_imports_the_cast_libraries():
+    assert users_of("pychromecast") == {"castwall.system.discovery"}
+    assert users_of("zeroconf") == {"castwall.system.discovery"}
+
+
+def test_only_the_cli_imports_click():
+    assert users_of("click") == {"castwall.cli"}
+
+
+def test_only_the_runner_starts_processes():
+    assert users_of("subprocess") == {"castwall.system.runner"}
+
+
+def test_scapy_only_in_neighbours():
+    assert users_of("scapy") <= {"castwall.system.neighbours"}
+
+
+def test_pure_core_does_not_reach_into_system_or_cli():
+    for module in ("castwall.model", "castwall.planner", "castwall.render", "castwall.state", "castwall.sanitize", "castwall.errors", "castwall.apply"):
+        bad = {n for n in modules()[module] if n.startswith("castwall.system") or n == "castwall.cli"}
+        assert not bad, f"{module} imports {bad}"
+
+
+def test_heavy_libraries_are_imported_lazily():
+    """--help must not pay for pychromecast, zeroconf or scapy."""
+    for module, path in [("discovery", PKG / "system" / "discovery.py"), ("neighbours", PKG / "system" / "neighbours.py")]:
+        top = {n.module if isinstance(n, ast.ImportFrom) else n.names[0].name
+               for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))}
+        assert not {t for t in top if t and t.split(".")[0] in ("pychromecast", "zeroconf", "scapy")}, module
