@@ -117,6 +117,17 @@ def _send_multicast_query(zc, zeroconf) -> None:
     zc.send(out)
 
 
+def _no_http_polling(browser) -> None:
+    # pychromecast's host browser (9.4 and 14.x alike) polls every announced
+    # device over HTTP as soon as it starts, with a 30 s timeout, and
+    # stop_discovery() waits for it. castwall needs only the announcements,
+    # and must not hang on a device that does not answer: stop that thread
+    # before it starts. Guarded, as it is not part of the documented API.
+    stop = getattr(getattr(browser, "host_browser", None), "stop", None)
+    if isinstance(stop, threading.Event):
+        stop.set()
+
+
 def discover(
     addresses: Sequence[str],
     timeout: float,
@@ -177,6 +188,7 @@ def discover(
                     break
                 if browser is None and rule.quiet(elapsed, last, rule.first_quiet):
                     browser = CastBrowser(SimpleCastListener(add_callback=on_cast, update_callback=on_cast), zc)
+                    _no_http_polling(browser)
                     browser.start_discovery()
                     harvest_end = elapsed + rule.harvest
                 if not second_round and elapsed >= rule.requery:
