@@ -6,9 +6,10 @@ import shlex
 from typing import Sequence
 
 from castwall import __version__
-from castwall.model import Action, Device, Kind, Plan, PortRange, Rule, State, Step
+from castwall.model import Device, Kind, Plan, PortRange, Rule, State, Step
 from castwall.planner import Finding
 from castwall.sanitize import safe_text
+from castwall.state import device_json
 
 SCHEMA = 1
 UFW_WORDS = {
@@ -168,20 +169,6 @@ def document(kind: str, **fields) -> dict:
     return {"castwall": __version__, "kind": kind, "schema": SCHEMA, **fields}
 
 
-def device_json(d: Device) -> dict:
-    return {
-        "uuid": d.uuid,
-        "name": d.name,
-        "model": d.model,
-        "kind": d.kind.value,
-        "ip": str(d.ip),
-        "port": d.port,
-        "mac": d.mac,
-        "mac_note": d.mac_note,
-        "host": d.host,
-    }
-
-
 def rule_json(r: Rule) -> dict:
     return {"ip": str(r.ip), "ports": [r.ports.low, r.ports.high], "owner": r.owner, "comment": r.comment}
 
@@ -203,6 +190,3 @@ def plan_json(plan: Plan) -> dict:
         "skipped": [{"uuid": s.device.uuid, "reason": s.reason} for s in plan.skipped],
     }
 
-
-def is_add(step: Step) -> bool:
-    return step.action is Action.ADD

@@ -13,7 +13,7 @@ FORMAT = "castwall-state"
 VERSION = 1
 
 
-def _device_json(d: Device) -> dict:
+def device_json(d: Device) -> dict:
     return {
         "uuid": d.uuid,
         "name": d.name,
@@ -37,7 +37,7 @@ def dump_state(state: State) -> str:
         "version": VERSION,
         "written": state.written,
         "port_range": None if state.port_range is None else [state.port_range.low, state.port_range.high],
-        "devices": [_device_json(d) for d in state.devices],
+        "devices": [device_json(d) for d in state.devices],
         "rules": [_rule_json(r) for r in state.rules],
     }
     return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"

@@ -1,5 +1,3 @@
-import ipaddress
-
 from castwall.system.interfaces import parse_ip_addr
 from castwall.system.neighbours import NO_ANSWER, VIA_ROUTER, NeighbourTable, resolve_macs
 from tests.fakes import FakeUfw, arp_text, data, device

@@ -109,7 +109,7 @@ def test_port_range_parser_only_ever_raises_bad_data(s):
 @given(text)
 def test_arp_and_neigh_parsers_never_raise(s):
     for parsed in (parse_proc_arp(s), parse_ip_neigh(s)):
-        for mac, dev in parsed.values():
+        for mac, _interface in parsed.values():
             assert len(mac) == 17
 
 
