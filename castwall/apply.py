@@ -54,11 +54,12 @@ def run_transaction(
     firewall: Firewall,
     steps: Sequence[Step],
     *,
-    verify: Callable[[], None] = lambda: None,
+    finish: Callable[[], None] = lambda: None,
     interrupted: Callable[[], int | None] = lambda: None,
     progress: Callable[[str], None] = lambda msg: None,
 ) -> list[Step]:
-    """Apply steps in order; on failure or signal undo what was done, newest first.
+    """Apply steps in order, then finish (verify and record); on any failure or
+    signal undo what was done, newest first.
 
     Returns the steps that changed ufw. Raises FirewallRolledBack when ufw is
     back as it was, Interrupted when a signal stopped the run and ufw is back as
@@ -77,13 +78,13 @@ def run_transaction(
             if firewall.apply(step):
                 done.append(step)
         position = total + 1
-        verify()
+        finish()
         signum = interrupted()
         if signum is not None:
             raise Interrupted(f"interrupted by {signal.Signals(signum).name} at the end of the run")
     except CastwallError as exc:
         where = exc.message if isinstance(exc, Interrupted) else (
-            f"step {position} of {total} failed: {exc.message}" if position <= total else f"verification failed: {exc.message}"
+            f"step {position} of {total} failed: {exc.message}" if position <= total else f"after the changes: {exc.message}"
         )
         failed = _undo(firewall, done, progress)
         if failed:

@@ -252,15 +252,14 @@ def setup(
                 click.echo("")
                 _confirm(f"Run these {len(plan.steps)} ufw command(s)?")
 
-            def verify() -> None:
-                after.extend(firewall.rules().rules)
+            def finish() -> None:
+                after = firewall.rules().rules
                 check_empty(plan_setup(devices, port_range, after, scope=scope).steps)
-
-            after: list[Rule] = []
-            with deferred_signals() as interrupted:
-                run_transaction(firewall, plan.steps, verify=verify, interrupted=interrupted, progress=progress)
                 owned = [r for r in after if r.owner]
                 host.write_state(svc.paths.state_file, next_state(previous, plan.devices, owned, port_range, _timestamp(svc)))
+
+            with deferred_signals() as interrupted:
+                run_transaction(firewall, plan.steps, finish=finish, interrupted=interrupted, progress=progress)
             click.echo(f"\nDone: {len(plan.steps)} ufw change(s) applied and verified. {render.allowed_summary(plan)}")
         else:
             owned = [r for r in current if r.owner]
@@ -374,18 +373,16 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
             click.echo("")
             _confirm(f"Delete these {len(steps)} rule(s)?")
 
-        def verify() -> None:
-            remaining.extend(firewall.rules().owned)
-            left = [s for s in steps if s.rule in remaining]
-            check_empty(left)
-
-        remaining: list[Rule] = []
-        with deferred_signals() as interrupted:
-            run_transaction(firewall, steps, verify=verify, interrupted=interrupted, progress=progress)
+        def finish() -> None:
+            remaining = firewall.rules().owned
+            check_empty([s for s in steps if s.rule in remaining])
             owners = {r.owner for r in remaining}
             devices = tuple(d for d in state.devices if d.uuid in owners)
             rules = tuple(sorted(remaining, key=Rule.sort_key))
             host.write_state(svc.paths.state_file, State(state.port_range, devices, rules, _timestamp(svc)))
+
+        with deferred_signals() as interrupted:
+            run_transaction(firewall, steps, finish=finish, interrupted=interrupted, progress=progress)
         click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched.")
 
 

@@ -63,11 +63,11 @@ def test_failing_undo_names_exactly_what_remains():
 def test_failed_verification_undoes_the_run():
     ufw = FakeUfw(lines=list(USER_RULES))
 
-    def verify():
+    def finish():
         raise ToolFailed("ufw does not show the expected rules afterwards")
 
-    with pytest.raises(FirewallRolledBack, match="verification failed"):
-        run_transaction(UfwFirewall(ufw), [Step(Action.ADD, rule(1), "new")], verify=verify)
+    with pytest.raises(FirewallRolledBack, match="after the changes: ufw does not show"):
+        run_transaction(UfwFirewall(ufw), [Step(Action.ADD, rule(1), "new")], finish=finish)
     assert ufw.lines == USER_RULES
 
 

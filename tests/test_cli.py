@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from castwall import __version__
 from castwall.cli import cli
-from castwall.errors import ExitCode
+from castwall.errors import BadData, ExitCode
 from castwall.model import Kind
 from tests.fakes import FakeUfw, device, services
 
@@ -102,6 +102,17 @@ def test_ufw_failure_rolls_back_and_keeps_old_state(lan):
     assert result.exit_code == ExitCode.FIREWALL_FAILED
     assert "step 2 of 2 failed" in result.output and "ufw is as it was before this run" in result.output
     assert lan.ufw.lines == USER_RULES and not lan.paths.state_file.exists()
+
+
+def test_state_file_that_cannot_be_written_undoes_the_ufw_changes(lan, monkeypatch):
+    def disk_full(path, state):
+        raise BadData(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr("castwall.cli.host.write_state", disk_full)
+    result = run(lan, "setup", "--yes")
+    assert result.exit_code == ExitCode.FIREWALL_FAILED, result.output
+    assert "No space left on device" in result.output and "ufw is as it was before this run" in result.output
+    assert lan.ufw.lines == USER_RULES
 
 
 def test_bad_port_range(tmp_path):
