@@ -129,7 +129,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       3  status: something needs attention
       4  root needed
       5  a required program is missing (ufw, ip)
-      6  a firewall change failed and was undone
+      6  a ufw command failed; any change of the run was undone
       7  a firewall change failed and could not be fully undone
       8  unusable system data (port range, state file, command output)
       9  no Cast device found, or --device matched nothing
