@@ -247,6 +247,10 @@ def setup(
         if dry_run:
             click.echo("\nDry run: nothing was changed.")
             return
+        def save(rules: Sequence[Rule]) -> None:
+            owned = [r for r in rules if r.owner]
+            host.write_state(svc.paths.state_file, next_state(previous, plan.devices, owned, port_range, _timestamp(svc)))
+
         if not plan.empty:
             if not yes:
                 click.echo("")
@@ -255,15 +259,13 @@ def setup(
             def finish() -> None:
                 after = firewall.rules().rules
                 check_empty(plan_setup(devices, port_range, after, scope=scope).steps)
-                owned = [r for r in after if r.owner]
-                host.write_state(svc.paths.state_file, next_state(previous, plan.devices, owned, port_range, _timestamp(svc)))
+                save(after)
 
             with deferred_signals() as interrupted:
                 run_transaction(firewall, plan.steps, finish=finish, interrupted=interrupted, progress=progress)
             click.echo(f"\nDone: {len(plan.steps)} ufw change(s) applied and verified. {render.allowed_summary(plan)}")
         else:
-            owned = [r for r in current if r.owner]
-            host.write_state(svc.paths.state_file, next_state(previous, plan.devices, owned, port_range, _timestamp(svc)))
+            save(current)
             click.echo(f"\nNothing to change: every device already has its rule. {render.allowed_summary(plan)}")
         if active is False:
             warn("ufw is INACTIVE: these rules have no effect until you run 'sudo ufw enable' (castwall does not enable it for you)")

@@ -81,9 +81,7 @@ def plan_text(plan: Plan, *, source: str) -> str:
     out.append("")
     if plan.steps:
         out.append(f"ufw commands castwall will run ({len(plan.steps)}):")
-        for step in plan.steps:
-            out.append(f"  {command_line(step)}")
-            out.append(f"      # {step.reason}")
+        out.append(steps_text(plan.steps))
     else:
         out.append("ufw: nothing to change.")
     if plan.kept:

@@ -154,5 +154,4 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),
     )
     svc.ufw = ufw  # for assertions
-    svc.lan = list(devices)
     return svc

@@ -122,7 +122,9 @@ def test_bad_port_range(tmp_path):
 
 
 def test_no_devices_and_unmatched_selector(tmp_path, lan):
-    assert run(services(tmp_path / "x" if (tmp_path / "x").mkdir() is None else None, []), "setup", "--yes").exit_code == ExitCode.NOT_FOUND
+    empty_lan = tmp_path / "empty"
+    empty_lan.mkdir()
+    assert run(services(empty_lan, []), "setup", "--yes").exit_code == ExitCode.NOT_FOUND
     result = run(lan, "setup", "--yes", "--device", "Garage")
     assert result.exit_code == ExitCode.NOT_FOUND and "'Garage'" in result.output
 

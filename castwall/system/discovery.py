@@ -156,12 +156,13 @@ def discover(
 
     activity = threading.Condition()
     names: set[str] = set()
-    heard: list[float] = []
+    last_heard: float | None = None
 
     def on_record(zeroconf, service_type, name, state_change):  # zeroconf passes these by keyword
+        nonlocal last_heard
         with activity:
             names.add(name)
-            heard.append(clock())
+            last_heard = clock()
             activity.notify_all()
 
     def on_cast(uuid, service):
@@ -183,7 +184,7 @@ def discover(
         with activity:
             while True:
                 elapsed = clock() - start
-                last = heard[-1] - start if heard else None
+                last = None if last_heard is None else last_heard - start
                 if elapsed >= timeout:
                     break
                 if browser is None and rule.quiet(elapsed, last, rule.first_quiet):
