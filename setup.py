@@ -15,12 +15,13 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["castwall", "castwall.*"]),
     # Floors at or below Debian 12's versions, no caps: one codebase for the .deb and pip.
+    # castwall reads Cast announcements itself (castwall/announcement.py) and
+    # needs no pychromecast; scapy does the ARP checks that need raw sockets.
     install_requires=[
         "click>=8.1.3",
         "zeroconf>=0.47.3",
-        "PyChromecast>=9.4.0",
+        "scapy>=2.5.0",
     ],
-    extras_require={"raw-arp": ["scapy>=2.5.0"]},
     entry_points={"console_scripts": ["castwall = castwall.cli:main"]},
     classifiers=[
         "Environment :: Console",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import traceback
 from dataclasses import dataclass, field
@@ -14,12 +15,13 @@ import click
 from castwall import __version__
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, run_transaction
+from castwall.announcement import Announcement, Rejected, collate, link_groups
 from castwall.errors import CastwallError, Declined, ExitCode, NeedRoot, NotFound, UsageError
-from castwall.model import Device, Rule, State
-from castwall.planner import assess, next_state, plan_setup, select_devices, select_rules_to_remove
+from castwall.model import Address, Device, Rule, State
+from castwall.planner import Trust, assess, next_state, plan_setup, screen, select_devices, select_rules_to_remove
 from castwall.system import host
-from castwall.system.discovery import discover as discover_devices, link_groups
-from castwall.system.interfaces import NetInterface, choose_interfaces, list_interfaces
+from castwall.system.discovery import discover as discover_devices
+from castwall.system.interfaces import NetInterface, choose_interfaces, list_interfaces, own_addresses
 from castwall.system.neighbours import NeighbourTable, poke, resolve_macs, scapy_arp
 from castwall.system.runner import Runner, SubprocessRunner
 from castwall.system.sysctl import read_port_range
@@ -35,7 +37,7 @@ class Services:
     paths: host.Paths = field(default_factory=host.Paths.from_environment)
     runner: Runner = field(default_factory=SubprocessRunner)
     is_root: Callable[[], bool] = host.is_root
-    discover: Callable[..., list[Device]] = discover_devices
+    discover: Callable[..., list[Announcement]] = discover_devices
     raw_arp: Callable | None = scapy_arp
     poke: Callable = poke
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
@@ -143,16 +145,48 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj.debug = debug
 
 
-def _gather_devices(
-    svc: Services, interfaces: Sequence[str], timeout: float, root: bool, known: State | None
-) -> tuple[list[Device], list[NetInterface]]:
-    chosen = choose_interfaces(svc.interfaces(), interfaces)
+@dataclass
+class Survey:
+    """What castwall learnt about the LAN: devices, and what it will not trust."""
+
+    devices: list[Device]
+    rejected: list[Rejected]  # announcements that describe no usable device
+    refused: dict[str, str]  # UUID -> why that device may get no rule
+    interfaces: list[NetInterface]
+
+
+def _survey(
+    svc: Services,
+    interfaces: Sequence[str],
+    timeout: float,
+    root: bool,
+    known: State | None,
+    *,
+    trust: Trust = Trust(),
+    check_claims: bool = False,
+) -> Survey:
+    every = svc.interfaces()
+    chosen = choose_interfaces(every, interfaces)
     addresses = [str(a.ip) for i in chosen for a in i.ipv4]
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
-    found = link_groups(svc.discover(addresses, timeout, expect=[d.uuid for d in known.devices] if known else ()))
+    announced = svc.discover(addresses, timeout, expect=[d.uuid for d in known.devices] if known else ())
+    devices, rejected = collate(announced)
+    networks = [a for i in chosen for a in i.addresses]
+    own = own_addresses(every)
+    # Screen twice: once to settle which address a contested device the user
+    # accepted has, then again with what ARP said about each address.
+    devices, _ = screen(link_groups(devices), networks, own, trust)
     table = NeighbourTable(svc.runner, svc.paths.arp, poke=svc.poke)
-    resolved = resolve_macs(found, chosen, table, raw_arp=svc.raw_arp if root else None)
-    return resolved, chosen
+    devices, warning = resolve_macs(devices, chosen, table, raw_arp=svc.raw_arp if root else None, check_claims=check_claims)
+    if warning:
+        warn(warning)
+    devices, refused = screen(devices, networks, own, trust)
+    return Survey(devices, rejected, refused, chosen)
+
+
+def _show_rejected(survey: Survey) -> None:
+    for r in survey.rejected:
+        warn(f"ignored an announcement ({r.instance}): {r.reason}")
 
 
 def _confirm(question: str) -> None:
@@ -168,6 +202,10 @@ def _timestamp(svc: Services) -> str:
     return svc.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _stamp(svc: Services) -> str:
+    return svc.now().strftime("%Y%m%dT%H%M%SZ")
+
+
 @cli.command()
 @timeout_option
 @interface_option
@@ -180,18 +218,32 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
     address, port, MAC address where known, and UUID. A Cast group is shown
     with the device that hosts it.
     """
-    try:
-        known = host.read_state(svc.paths.state_file)
-    except CastwallError:
-        known = None  # listing devices does not need the state file
-    devices, chosen = _gather_devices(svc, interfaces, timeout, svc.is_root(), known)
+    known, _ = host.read_state(svc.paths.state_file)  # only a hint for when to stop listening
+    survey = _survey(svc, interfaces, timeout, svc.is_root(), known)
+    _show_rejected(survey)
+    devices = survey.devices
     if as_json:
-        doc = render.document("discover", interfaces=[i.name for i in chosen], devices=[render.device_json(d) for d in devices])
+        doc = render.document(
+            "discover",
+            interfaces=[i.name for i in survey.interfaces],
+            devices=[render.device_json(d, survey.refused.get(d.uuid)) for d in devices],
+            ignored=[render.rejected_json(r) for r in survey.rejected],
+        )
         click.echo(json.dumps(doc, indent=2))
     elif devices:
-        click.echo(render.device_table(devices))
+        click.echo(render.device_table(devices, survey.refused))
     if not devices:
-        raise NotFound(f"no Cast device answered within {timeout:g} s on {', '.join(i.name for i in chosen)}")
+        raise NotFound(f"no Cast device answered within {timeout:g} s on {', '.join(i.name for i in survey.interfaces)}")
+
+
+class AddressType(click.ParamType):
+    name = "address"
+
+    def convert(self, value, param, ctx):
+        try:
+            return ipaddress.ip_address(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an IP address", param, ctx)
 
 
 @cli.command()
@@ -200,6 +252,11 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
 @device_option
 @timeout_option
 @interface_option
+@click.option("--allow-routed", is_flag=True,
+              help="Also allow devices reached through a router (not on a subnet of this computer).")
+@click.option("--allow-public", is_flag=True, help="Also allow devices with public (globally routed) addresses.")
+@click.option("--allow-contested", "contested", multiple=True, type=AddressType(), metavar="ADDRESS",
+              help="Allow this address although two hosts or two announcements claim it (repeatable).")
 @click.pass_obj
 def setup(
     svc: Services,
@@ -208,6 +265,9 @@ def setup(
     selectors: tuple[str, ...],
     timeout: float,
     interfaces: tuple[str, ...],
+    allow_routed: bool,
+    allow_public: bool,
+    contested: tuple[Address, ...],
 ) -> None:
     """Allow each Cast device through ufw (needs root unless --dry-run).
 
@@ -217,6 +277,11 @@ def setup(
     (undone if any step fails), verifies the result and saves it in the state
     file. Running it again changes nothing unless a device moved or the port
     range changed.
+
+    Only private addresses on a subnet of this computer get a rule; setup
+    refuses, with the reason, special addresses, this computer's own, routed
+    or public ones, and addresses that two hosts or two announcements claim.
+    The --allow-* options lift those refusals one kind at a time.
     """
     root = svc.is_root()
     if not root and not dry_run:
@@ -225,31 +290,45 @@ def setup(
     if root:
         firewall.require()
     port_range = read_port_range(svc.paths.port_range)
-    previous = host.read_state(svc.paths.state_file)
-    devices, _ = _gather_devices(svc, interfaces, timeout, root, previous)
+    previous, problem = host.read_state(svc.paths.state_file)
+    if problem:
+        warn(f"{problem}; castwall rebuilds it from its tagged rules in ufw" + (", keeping the old file as a copy" if not dry_run else ""))
+    trust = Trust(routed=allow_routed, public=allow_public, contested=frozenset(contested))
+    survey = _survey(svc, interfaces, timeout, root, previous, trust=trust, check_claims=root)
+    _show_rejected(survey)
+    devices = survey.devices
     if not devices:
         raise NotFound(f"no Cast device answered within {timeout:g} s; is the device on and on this LAN?")
     scope, unmatched = select_devices(devices, selectors)
     if unmatched:
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
 
+    def planned(rules: Sequence[Rule]):
+        return plan_setup(devices, port_range, rules, scope=scope, refused=survey.refused, accepted=trust.contested)
+
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
         if root:
             current = firewall.rules().rules
             active = firewall.active()
+            for message in _drift(previous, [r for r in current if r.owner]):
+                warn(message)
         else:
             current = previous.rules if previous else ()
             active = None
             warn("not root: ufw's rules were taken from the state file, not read from ufw")
-        plan = plan_setup(devices, port_range, current, scope=scope)
-        click.echo(render.plan_text(plan, source=str(svc.paths.port_range)))
+        plan = planned(current)
+        click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else ()))
         if dry_run:
             click.echo("\nDry run: nothing was changed.")
             return
+
         def save(rules: Sequence[Rule]) -> None:
             owned = [r for r in rules if r.owner]
-            host.write_state(svc.paths.state_file, next_state(previous, plan.devices, owned, port_range, _timestamp(svc)))
+            state = next_state(previous, plan.devices, owned, port_range, _timestamp(svc))
+            kept = host.write_state(svc.paths.state_file, state, keep_old=bool(problem), stamp=_stamp(svc))
+            if kept:
+                progress(f"The unusable state file was kept as {kept}.")
 
         if not plan.empty:
             if not yes:
@@ -258,7 +337,7 @@ def setup(
 
             def finish() -> None:
                 after = firewall.rules().rules
-                check_empty(plan_setup(devices, port_range, after, scope=scope).steps)
+                check_empty(planned(after).steps)
                 save(after)
 
             with deferred_signals() as interrupted:
@@ -269,6 +348,25 @@ def setup(
             click.echo(f"\nNothing to change: every device already has its rule. {render.allowed_summary(plan)}")
         if active is False:
             warn("ufw is INACTIVE: these rules have no effect until you run 'sudo ufw enable' (castwall does not enable it for you)")
+
+
+def _drift(recorded: State | None, owned: Sequence[Rule]) -> list[str]:
+    """What differs between the state file and castwall's rules in ufw, as warnings.
+
+    A run killed part way (SIGKILL, power loss) leaves such a difference; the
+    run that sees it plans from ufw's rules and saves a state that matches.
+    """
+    known = set(recorded.rules) if recorded else set()
+    extra = [r for r in owned if r not in known]
+    gone = [r for r in known if r not in set(owned)]
+    out = []
+    if extra and recorded is not None:
+        out.append(f"ufw holds {len(extra)} castwall rule(s) the state file does not record (an interrupted run?): "
+                   + ", ".join(f"{r.ip} port {r.ports}" for r in sorted(extra, key=Rule.sort_key)) + "; castwall takes them into account")
+    if gone:
+        out.append(f"{len(gone)} rule(s) recorded in the state file are no longer in ufw: "
+                   + ", ".join(f"{r.ip} port {r.ports}" for r in sorted(gone, key=Rule.sort_key)))
+    return out
 
 
 @cli.command()
@@ -288,7 +386,7 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
     """
     root = svc.is_root()
     port_range = read_port_range(svc.paths.port_range)
-    state = host.read_state(svc.paths.state_file)
+    state, problem = host.read_state(svc.paths.state_file)
     firewall = svc.firewall()
     live, odd = None, ()
     if not firewall.installed():
@@ -299,8 +397,11 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
         ufw = "active" if firewall.active() else "inactive"
     else:
         ufw = "unknown"
-    discovered = None if no_discover else _gather_devices(svc, interfaces, timeout, root, state)[0]
-    findings = assess(state, port_range, discovered, live, ufw, odd)
+    survey = None if no_discover else _survey(svc, interfaces, timeout, root, state)
+    if survey:
+        _show_rejected(survey)
+    discovered = survey.devices if survey else None
+    findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem)
     rules = live if live is not None else (state.rules if state else ())
     if as_json:
         doc = render.document(
@@ -310,7 +411,8 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
             state_file=str(svc.paths.state_file),
             state_written=state.written if state else None,
             known=[render.device_json(d) for d in (state.devices if state else ())],
-            discovered=None if discovered is None else [render.device_json(d) for d in discovered],
+            discovered=None if survey is None else [render.device_json(d, survey.refused.get(d.uuid)) for d in survey.devices],
+            ignored=None if survey is None else [render.rejected_json(r) for r in survey.rejected],
             rules=[render.rule_json(r) for r in rules],
             findings=[render.finding_json(f) for f in findings],
             ok=not any(f.attention for f in findings),
@@ -352,11 +454,16 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
     firewall = svc.firewall()
     if root:
         firewall.require()
-    state = host.read_state(svc.paths.state_file) or State(None, (), ())
+    recorded, problem = host.read_state(svc.paths.state_file)
+    if problem:
+        warn(f"{problem}; castwall's tagged rules in ufw are used instead" + (", and the old file is kept as a copy" if not dry_run else ""))
+    state = recorded or State(None, (), ())
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
         if root:
             owned = firewall.rules().owned
+            for message in _drift(recorded, owned):
+                warn(message)
         else:
             owned = tuple(r for r in state.rules if r.owner)
             warn("not root: castwall's rules were taken from the state file, not read from ufw")
@@ -381,7 +488,10 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
             owners = {r.owner for r in remaining}
             devices = tuple(d for d in state.devices if d.uuid in owners)
             rules = tuple(sorted(remaining, key=Rule.sort_key))
-            host.write_state(svc.paths.state_file, State(state.port_range, devices, rules, _timestamp(svc)))
+            new = State(state.port_range, devices, rules, _timestamp(svc))
+            kept = host.write_state(svc.paths.state_file, new, keep_old=bool(problem), stamp=_stamp(svc))
+            if kept:
+                progress(f"The unusable state file was kept as {kept}.")
 
         with deferred_signals() as interrupted:
             run_transaction(firewall, steps, finish=finish, interrupted=interrupted, progress=progress)

@@ -69,6 +69,8 @@ class Device:
     mac: str | None = None
     mac_note: str | None = None
     host: str | None = None  # for a group: the UUID of the device at the same address
+    also_at: tuple[Address, ...] = ()  # other addresses the same UUID was announced from
+    contested: str | None = None  # why this device's address cannot be trusted, if so
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uuid", canonical_uuid(self.uuid))
@@ -79,6 +81,11 @@ class Device:
 
     def with_mac(self, mac: str | None, note: str | None = None) -> Device:
         return replace(self, mac=mac, mac_note=note)
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        """Every address this device was announced from, its own first."""
+        return (self.ip,) + self.also_at
 
     def matches(self, selector: str) -> bool:
         """True when a --device selector names this device, by UUID or by name."""
@@ -148,6 +155,7 @@ class Skip:
 
     device: Device
     reason: str
+    refused: bool = False  # refused for safety (address or claim), not merely covered elsewhere
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,7 @@ class Plan:
     steps: tuple[Step, ...]
     kept: tuple[Rule, ...]
     skipped: tuple[Skip, ...]
+    untouched: tuple[Rule, ...] = ()  # castwall's rules of devices not seen now, left as they are
 
     @property
     def empty(self) -> bool:
@@ -165,7 +174,7 @@ class Plan:
     def wanted_rules(self) -> tuple[Rule, ...]:
         """The castwall rules in force once the plan has run."""
         added = tuple(s.rule for s in self.steps if s.action is Action.ADD)
-        return tuple(sorted(self.kept + added, key=Rule.sort_key))
+        return tuple(sorted(self.kept + self.untouched + added, key=Rule.sort_key))
 
 
 @dataclass(frozen=True)

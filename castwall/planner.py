@@ -2,14 +2,85 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Collection, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Collection, Mapping, Sequence
 
 from castwall.model import Action, Address, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, canonical_uuid
 
+Network = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
-def _owners(devices: Sequence[Device], port_range: PortRange) -> tuple[dict[str, Rule], list[Skip]]:
+
+@dataclass(frozen=True)
+class Trust:
+    """What the user allowed beyond castwall's default of private addresses on attached subnets."""
+
+    routed: bool = False  # --allow-routed
+    public: bool = False  # --allow-public
+    contested: frozenset[Address] = field(default_factory=frozenset)  # --allow-contested ADDRESS
+
+
+def refusal(ip: Address, networks: Sequence[Network], own: Collection[Address], trust: Trust = Trust()) -> str | None:
+    """Why no rule may name ip, or None when it may.
+
+    networks are the addresses (with prefix) of the interfaces castwall works
+    on; own holds every address of this computer.
+    """
+    if ip.is_unspecified:
+        return f"{ip} is not a host address"
+    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"{ip} is the broadcast address"
+    if ip.is_multicast:
+        return f"{ip} is a multicast address"
+    if ip.is_loopback:
+        return f"{ip} is a loopback address"
+    if ip.is_reserved:
+        return f"{ip} is a reserved address"
+    if ip.version == 6 and ip.is_link_local:
+        return f"{ip} is a link-local IPv6 address, which a ufw rule cannot pin to one link"
+    if ip in own:
+        return f"{ip} is this computer's own address"
+    attached = [n.network for n in networks if n.version == ip.version and ip in n.network]
+    for net in attached:
+        if net.version == 4 and net.prefixlen <= 30:
+            if ip == net.network_address:
+                return f"{ip} is the network address of {net}"
+            if ip == net.broadcast_address:
+                return f"{ip} is the broadcast address of {net}"
+    if not attached and not trust.routed:
+        return f"{ip} is not on a subnet of this computer's interfaces: it is reached through a router (--allow-routed allows it)"
+    if ip.is_global and not trust.public:
+        return f"{ip} is a public address (--allow-public allows it)"
+    return None
+
+
+def screen(
+    devices: Sequence[Device], networks: Sequence[Network], own: Collection[Address], trust: Trust = Trust()
+) -> tuple[list[Device], dict[str, str]]:
+    """Check every device's address before any rule is planned for it.
+
+    Returns the devices (a contested one the user accepted now has the
+    accepted address) and, by UUID, the reason each refused device gets no rule.
+    """
+    out, refused = [], {}
+    for d in devices:
+        if d.contested:
+            accepted = [ip for ip in d.addresses if ip in trust.contested]
+            if len(accepted) == 1:
+                d = replace(d, ip=accepted[0], also_at=tuple(ip for ip in d.addresses if ip != accepted[0]))
+            else:
+                how = f"--allow-contested {d.ip}" if not d.also_at else "one address with --allow-contested ADDRESS"
+                refused[d.uuid] = f"{d.contested}; no rule unless you accept {how}"
+        out.append(d)
+        if d.uuid not in refused:
+            why = refusal(d.ip, networks, own, trust)
+            if why:
+                refused[d.uuid] = why
+    return out, refused
+
+
+def _owners(devices: Sequence[Device], port_range: PortRange, accepted: Collection[Address]) -> tuple[dict[str, Rule], list[Skip]]:
     """One wanted rule per address, owned by the physical device announced there."""
     by_ip: dict[Address, list[Device]] = defaultdict(list)
     for d in devices:
@@ -19,10 +90,11 @@ def _owners(devices: Sequence[Device], port_range: PortRange) -> tuple[dict[str,
     for ip, here in by_ip.items():
         physical = sorted({d.uuid: d for d in here if d.kind is not Kind.GROUP}.values(), key=lambda d: d.uuid)
         groups = sorted((d for d in here if d.kind is Kind.GROUP), key=lambda d: d.uuid)
-        if len(physical) > 1:
+        if len(physical) > 1 and ip not in accepted:
             names = ", ".join(d.name for d in physical)
             for d in physical + groups:
-                skipped.append(Skip(d, f"{ip} is announced by {len(physical)} devices ({names}); no rule for a contested address"))
+                skipped.append(Skip(d, f"{ip} is announced by {len(physical)} devices ({names}): contested; "
+                                       f"no rule unless you accept it with --allow-contested {ip}", refused=True))
             continue
         owner = physical[0] if physical else groups[0]
         wanted[owner.uuid] = Rule(ip, port_range, owner.uuid)
@@ -52,6 +124,8 @@ def plan_setup(
     firewall: Sequence[Rule],
     *,
     scope: Collection[str] | None = None,
+    refused: Mapping[str, str] | None = None,
+    accepted: Collection[Address] = (),
 ) -> Plan:
     """The steps that give every device one rule for its address and the port range.
 
@@ -60,9 +134,14 @@ def plan_setup(
     firewall holds every rule of castwall's shape, tagged or not. Untagged
     rules are never changed; a device that one already allows is skipped.
     Rules of devices not seen now are left alone, except that a changed port
-    range is carried over to them when no --device limits the run.
+    range is carried over to them when no --device limits the run. refused
+    maps the UUIDs that screen() turned down to the reason; they get no rule
+    and their old rules are treated as those of devices not seen. accepted
+    holds the addresses the user accepted although several devices claim them.
     """
-    all_wanted, all_skipped = _owners(devices, port_range)
+    refused = refused or {}
+    all_wanted, all_skipped = _owners([d for d in devices if d.uuid not in refused], port_range, accepted)
+    all_skipped += [Skip(d, refused[d.uuid], refused=True) for d in devices if d.uuid in refused]
     if scope is None:
         in_scope = {d.uuid for d in devices}
     else:
@@ -102,7 +181,9 @@ def plan_setup(
         adds.append(Step(Action.ADD, want, "replaces the old rule" if owner in replaced else f"new: {device.name}"))
     skipped.sort(key=lambda s: (s.device.name.casefold(), s.device.uuid))
     shown = tuple(d for d in devices if d.uuid in in_scope)
-    return Plan(port_range, shown, tuple(deletes + adds), tuple(kept), tuple(skipped))
+    changed = {s.rule for s in deletes}
+    untouched = tuple(r for r in sorted(firewall, key=Rule.sort_key) if r.owner and r not in changed and r not in kept)
+    return Plan(port_range, shown, tuple(deletes + adds), tuple(kept), tuple(skipped), untouched)
 
 
 def next_state(
@@ -167,22 +248,34 @@ def assess(
     live: Sequence[Rule] | None,
     ufw: str,
     odd_tagged: Sequence[str] = (),
+    *,
+    refused: Mapping[str, str] | None = None,
+    state_problem: str | None = None,
 ) -> list[Finding]:
     """What status reports: each thing that needs action, and useful notes.
 
     discovered is None when discovery did not run; live is None when the live
     ufw rules could not be read (not root). ufw is one of "active",
-    "inactive", "missing" or "unknown".
+    "inactive", "missing" or "unknown". refused maps the UUIDs of discovered
+    devices that may get no rule to the reason (see screen); state_problem
+    says why the state file could not be used.
     """
+    refused = refused or {}
     out: list[Finding] = []
+    if state_problem:
+        out.append(Finding(
+            "state-unusable",
+            f"{state_problem}; 'sudo castwall setup' rebuilds it from castwall's rules in ufw and keeps the old file as a copy",
+        ))
     if ufw == "missing":
         out.append(Finding("ufw-missing", "ufw is not installed: install it with: sudo apt install ufw"))
     elif ufw == "inactive":
         out.append(Finding("ufw-inactive", "ufw is inactive: its rules, castwall's included, have no effect until 'sudo ufw enable'"))
     elif ufw == "unknown":
         out.append(Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)", False))
-    if state is None:
+    if state is None and not state_problem:
         out.append(Finding("not-set-up", "castwall has not set anything up yet: run 'sudo castwall setup'"))
+    if state is None:
         state = State(port_range=None, devices=(), rules=())
     rules = list(live) if live is not None else list(state.rules)
     owned = [r for r in rules if r.owner]
@@ -193,7 +286,7 @@ def assess(
             "port-range-changed",
             f"the local port range is now {port_range}, but {count} rule(s) were written for {', '.join(stale)}",
         ))
-    if live is not None:
+    if live is not None and not state_problem:
         recorded = set(state.rules)
         for r in state.rules:
             if r not in live:
@@ -209,9 +302,15 @@ def assess(
             d = seen.get(r.owner)
             if d is None:
                 out.append(Finding("device-missing", f"{_name(state, r.owner)} ({r.ip}) has a rule but was not seen on the LAN"))
-            elif d.ip != r.ip:
+            elif d.ip != r.ip and d.uuid not in refused:
                 out.append(Finding("ip-moved", f"{d.name} moved from {r.ip} to {d.ip}: its rule is for the old address"))
         for d in discovered:
+            if d.uuid in refused:
+                if d.contested:
+                    out.append(Finding("contested", f"{d.name} ({d.ip}) gets no rule: {refused[d.uuid]}"))
+                else:
+                    out.append(Finding("refused", f"{d.name} gets no rule: {refused[d.uuid]}", False))
+                continue
             if any(r.ip == d.ip for r in rules):
                 continue
             if any(r.owner == d.uuid for r in owned):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shlex
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from castwall import __version__
 from castwall.model import Device, Kind, Plan, PortRange, Rule, State, Step
 from castwall.planner import Finding
 from castwall.sanitize import safe_text
-from castwall.state import device_json
+from castwall.announcement import Rejected
+from castwall.state import device_json as _device_json
 
 SCHEMA = 1
 UFW_WORDS = {
@@ -26,7 +27,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def _note(device: Device, by_uuid: dict[str, Device]) -> str:
+def _note(device: Device, by_uuid: dict[str, Device], refused: Mapping[str, str]) -> str:
+    if device.uuid in refused:
+        return f"no rule: {refused[device.uuid]}"
     if device.kind is Kind.GROUP:
         host = by_uuid.get(device.host or "")
         return f"group hosted by {host.name}" if host else "group; its host device was not seen"
@@ -35,8 +38,9 @@ def _note(device: Device, by_uuid: dict[str, Device]) -> str:
     return ""
 
 
-def device_table(devices: Sequence[Device]) -> str:
+def device_table(devices: Sequence[Device], refused: Mapping[str, str] | None = None) -> str:
     by_uuid = {d.uuid: d for d in devices}
+    refused = refused or {}
     rows = [
         [
             safe_text(d.name),
@@ -46,7 +50,7 @@ def device_table(devices: Sequence[Device]) -> str:
             str(d.port),
             d.mac or "-",
             d.uuid,
-            _note(d, by_uuid),
+            _note(d, by_uuid, refused),
         ]
         for d in devices
     ]
@@ -70,34 +74,50 @@ def command_line(step: Step) -> str:
     return shlex.join(("ufw",) + step.ufw_args())
 
 
-def plan_text(plan: Plan, *, source: str) -> str:
+def plan_text(plan: Plan, *, source: str, known: Sequence[Device] = ()) -> str:
+    """The plan as the user approves it: devices, hints, commands, and what ufw lets in afterwards."""
     out = [f"Port range: {plan.port_range} (from {source})", ""]
     out.append(f"Devices ({len(plan.devices)}):")
-    out.extend("  " + line for line in device_table(plan.devices).splitlines())
-    hints = reservation_hints(plan.devices)
+    refused = {s.device.uuid: "see below" for s in plan.skipped if s.refused}
+    out.extend("  " + line for line in device_table(plan.devices, refused).splitlines())
+    hints = reservation_hints([d for d in plan.devices if d.uuid not in refused])
     if hints:
         out += ["", "DHCP reservations to make on your router, so these addresses never change:"]
         out.extend(f"  {h}" for h in hints)
+    if plan.skipped:
+        out += ["", f"Without a rule of their own ({len(plan.skipped)}):"]
+        out.extend(f"  {safe_text(s.device.name)} ({s.device.ip}): {s.reason}" for s in plan.skipped)
     out.append("")
     if plan.steps:
         out.append(f"ufw commands castwall will run ({len(plan.steps)}):")
         out.append(steps_text(plan.steps))
     else:
         out.append("ufw: nothing to change.")
-    if plan.kept:
-        out.append(f"Already in place ({len(plan.kept)}): " + ", ".join(f"{r.ip} port {r.ports}" for r in plan.kept))
-    for skip in plan.skipped:
-        out.append(f"No rule for {safe_text(skip.device.name)} ({skip.device.ip}): {skip.reason}")
+    out += ["", allowed_list(plan, known)]
     return "\n".join(out)
 
 
 def allowed_summary(plan: Plan) -> str:
-    """What the firewall lets in once the plan has run, address by address."""
+    """One sentence: how many addresses castwall's rules let in once the plan has run."""
     rules = plan.wanted_rules()
     if not rules:
-        return "castwall allows no addresses."
-    addrs = ", ".join(str(r.ip) for r in rules)
-    return f"Allowed: UDP from {addrs} to ports {plan.port_range}."
+        return "castwall's rules let in no address."
+    return f"castwall's rules let in UDP from {len(rules)} address(es): " + ", ".join(str(r.ip) for r in rules) + "."
+
+
+def allowed_list(plan: Plan, known: Sequence[Device] = ()) -> str:
+    """Every address castwall's rules let in once the plan has run, and whose it is."""
+    rules = plan.wanted_rules()
+    if not rules:
+        return "Afterwards castwall's rules let in no address."
+    names = {d.uuid: d.name for d in known}
+    names.update({d.uuid: d.name for d in plan.devices})
+    lines = [f"Afterwards castwall's rules let in UDP from exactly these {len(rules)} address(es):"]
+    for r in rules:
+        owner = safe_text(names.get(r.owner or "", f"device {r.owner}"))
+        note = " (not seen now; its rule is left as it was)" if r in plan.untouched else ""
+        lines.append(f"  {str(r.ip):<15}  ports {r.ports}  {owner}{note}")
+    return "\n".join(lines)
 
 
 def steps_text(steps: Sequence[Step]) -> str:
@@ -167,24 +187,17 @@ def document(kind: str, **fields) -> dict:
     return {"castwall": __version__, "kind": kind, "schema": SCHEMA, **fields}
 
 
+def device_json(d: Device, refused: str | None = None) -> dict:
+    return {**_device_json(d), "refused": refused}
+
+
+def rejected_json(r: Rejected) -> dict:
+    return {"instance": r.instance, "reason": r.reason}
+
+
 def rule_json(r: Rule) -> dict:
     return {"ip": str(r.ip), "ports": [r.ports.low, r.ports.high], "owner": r.owner, "comment": r.comment}
 
 
-def step_json(s: Step) -> dict:
-    return {"action": s.action.value, "rule": rule_json(s.rule), "reason": s.reason, "command": ["ufw", *s.ufw_args()]}
-
-
 def finding_json(f: Finding) -> dict:
     return {"code": f.code, "message": f.message, "attention": f.attention}
-
-
-def plan_json(plan: Plan) -> dict:
-    return {
-        "port_range": [plan.port_range.low, plan.port_range.high],
-        "devices": [device_json(d) for d in plan.devices],
-        "steps": [step_json(s) for s in plan.steps],
-        "kept": [rule_json(r) for r in plan.kept],
-        "skipped": [{"uuid": s.device.uuid, "reason": s.reason} for s in plan.skipped],
-    }
-

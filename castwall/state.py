@@ -24,6 +24,8 @@ def device_json(d: Device) -> dict:
         "mac": d.mac,
         "mac_note": d.mac_note,
         "host": d.host,
+        "also_at": [str(ip) for ip in d.also_at],
+        "contested": d.contested,
     }
 
 
@@ -60,6 +62,8 @@ def _device(item: dict) -> Device:
         mac=item.get("mac"),
         mac_note=None if item.get("mac_note") is None else safe_text(item["mac_note"], 200),
         host=item.get("host"),
+        also_at=tuple(ipaddress.ip_address(ip) for ip in item.get("also_at") or ()),
+        contested=None if item.get("contested") is None else safe_text(item["contested"], 300),
     )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from castwall.announcement import Announcement
 from castwall.cli import Services
 from castwall.model import Device, Kind
 from castwall.system.host import Paths
@@ -126,6 +127,18 @@ def device(n: int, *, name: str | None = None, kind: Kind = Kind.VIDEO, ip: str 
     )
 
 
+def txt_record(*entries: bytes) -> bytes:
+    return b"".join(bytes([len(e)]) + e for e in entries)
+
+
+def announcement(d: Device) -> Announcement:
+    """The records a device like d announces (a Cast device's TXT keys)."""
+    hexid = d.uuid.replace("-", "")
+    body = txt_record(b"id=" + hexid.encode(), b"md=" + d.model.encode(), b"fn=" + d.name.encode(), b"ve=05")
+    return Announcement(f"Chromecast-{hexid}._googlecast._tcp.local.", d.port, f"{hexid}.local.", body,
+                        tuple(ip.packed for ip in d.addresses))
+
+
 def arp_text(devices: Sequence[Device]) -> str:
     rows = ["IP address       HW type     Flags       HW address            Mask     Device"]
     rows += [f"{d.ip}   0x1   0x2   {d.mac}   *   eth0" for d in devices if d.mac and d.kind is not Kind.GROUP]
@@ -133,8 +146,22 @@ def arp_text(devices: Sequence[Device]) -> str:
 
 
 def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = True, ufw: FakeUfw | None = None,
-             port_range: str = "32768\t60999\n") -> Services:
-    """Services for CliRunner tests: a fake LAN and ufw, real files under tmp_path."""
+             port_range: str = "32768\t60999\n", extra: Sequence[Announcement] = (),
+             impostors: dict[str, str] | None = None) -> Services:
+    """Services for CliRunner tests: a fake LAN and ufw, real files under tmp_path.
+
+    The LAN announces devices (and extra, raw announcements) and answers ARP
+    for the devices' addresses; impostors (address -> MAC) answer ARP too.
+    """
+    def raw_arp(ips, iface):
+        answers = {}
+        for d in devices:
+            if d.mac and d.kind is not Kind.GROUP:
+                answers.setdefault(d.ip, set()).add(d.mac)
+        for ip, mac in (impostors or {}).items():
+            answers.setdefault(ipaddress.ip_address(ip), set()).add(mac)
+        return {ip: macs for ip, macs in answers.items() if ip in ips}
+
     ufw = ufw or FakeUfw(root=root)
     paths = Paths(
         state_dir=tmp_path / "state",
@@ -148,8 +175,8 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         paths=paths,
         runner=ufw,
         is_root=lambda: root,
-        discover=lambda addresses, timeout, expect=(): [d.with_mac(None) for d in devices],
-        raw_arp=None,
+        discover=lambda addresses, timeout, expect=(): [announcement(d) for d in devices] + list(extra),
+        raw_arp=raw_arp,
         poke=lambda ips: None,  # never send packets from a unit test
         now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),
     )

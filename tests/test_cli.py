@@ -1,6 +1,7 @@
 """The command line with fakes at the process boundary: output, files and exit codes."""
 
 import fcntl
+import ipaddress
 import json
 import os
 import stat
@@ -12,7 +13,8 @@ from castwall import __version__
 from castwall.cli import cli
 from castwall.errors import BadData, ExitCode
 from castwall.model import Kind
-from tests.fakes import FakeUfw, device, services
+from castwall.announcement import Announcement
+from tests.fakes import FakeUfw, announcement, device, services, txt_record
 
 LAN = [device(1, name="Living Room TV"), device(2, name="Kitchen speaker", model="Google Home Mini", kind=Kind.AUDIO),
        device(9, name="Whole House", kind=Kind.GROUP, ip="192.168.77.102", port=32161)]
@@ -21,6 +23,12 @@ USER_RULES = ["ufw allow 22/tcp", "ufw allow from 192.168.77.60 to any port 3276
 
 def run(svc, *args, input=None):
     return CliRunner().invoke(cli, list(args), obj=svc, input=input)
+
+
+def json_of(result):
+    """The JSON document on stdout (CliRunner of click 8.1 mixes stderr in)."""
+    out = result.output
+    return json.loads(out[out.index("\n{") + 1 if not out.startswith("{") else 0:])
 
 
 def mutating(ufw):
@@ -105,7 +113,7 @@ def test_ufw_failure_rolls_back_and_keeps_old_state(lan):
 
 
 def test_state_file_that_cannot_be_written_undoes_the_ufw_changes(lan, monkeypatch):
-    def disk_full(path, state):
+    def disk_full(path, state, **options):
         raise BadData(f"cannot write {path}: No space left on device")
 
     monkeypatch.setattr("castwall.cli.host.write_state", disk_full)
@@ -148,7 +156,8 @@ def test_status_in_place_then_moved(tmp_path):
     assert run(svc, "setup", "--yes").exit_code == 0
     ok = run(svc, "status")
     assert ok.exit_code == 0 and "All in place." in ok.output
-    svc.discover = lambda addresses, timeout, expect=(): [device(1, name="Living Room TV", ip="192.168.77.150", mac=None), *LAN[1:]]
+    moved_lan = [device(1, name="Living Room TV", ip="192.168.77.150"), *LAN[1:]]
+    svc.discover = lambda addresses, timeout, expect=(): [announcement(d) for d in moved_lan]
     moved = run(svc, "status")
     assert moved.exit_code == ExitCode.ATTENTION
     assert "Living Room TV moved from 192.168.77.101 to 192.168.77.150" in moved.output
@@ -190,11 +199,60 @@ def test_lock_held_by_another_run(lan):
     assert lan.ufw.castwall_lines() == []
 
 
-def test_corrupt_state_file_is_a_clear_error(lan):
-    lan.paths.state_dir.mkdir()
-    lan.paths.state_file.write_text("{ not json")
+@pytest.mark.parametrize("content, problem", [
+    ("{ not json", "not valid JSON"),
+    ('{"format": "castwall-state", "version": 1, "rules": [', "not valid JSON"),  # truncated
+    ('{"format": "castwall-state", "version": 7}', "written by a newer castwall (format version 7)"),
+    ('{"format": "castwall-state", "version": 1, "rules": [{"ip": "x"}]}', "invalid entry"),
+    ("\xff\xfe", "cannot read"),
+])
+def test_unusable_state_file_is_rebuilt_from_the_tagged_rules_and_kept(lan, content, problem):
+    assert run(lan, "setup", "--yes").exit_code == 0
+    before = list(lan.ufw.lines)
+    lan.paths.state_file.write_bytes(content.encode("latin-1"))
+    status = run(lan, "status")
+    assert status.exit_code == ExitCode.ATTENTION and problem in status.output
+    assert "rebuilds it from castwall's rules in ufw" in status.output
+
+    dry = run(lan, "setup", "--dry-run")
+    assert dry.exit_code == 0 and problem in dry.output
+    assert lan.paths.state_file.read_bytes() == content.encode("latin-1")  # a dry run keeps everything
+
     result = run(lan, "setup", "--yes")
-    assert result.exit_code == ExitCode.BAD_DATA and "not valid JSON" in result.output
+    assert result.exit_code == 0, result.output
+    assert problem in result.output and "kept as" in result.output
+    assert lan.ufw.lines == before  # the rules were castwall's already: nothing to change
+    [copy] = lan.paths.state_dir.glob("state.json.unusable-*")
+    assert copy.read_bytes() == content.encode("latin-1")
+    doc = json.loads(lan.paths.state_file.read_text())
+    assert len(doc["rules"]) == 2
+    assert run(lan, "status").exit_code == 0
+
+
+def test_remove_with_an_unusable_state_file_uses_the_tagged_rules(lan):
+    assert run(lan, "setup", "--yes").exit_code == 0
+    lan.paths.state_file.write_text("garbage")
+    result = run(lan, "remove", "--all", "--yes")
+    assert result.exit_code == 0, result.output
+    assert lan.ufw.lines == USER_RULES
+    assert [p.read_text() for p in lan.paths.state_dir.glob("state.json.unusable-*")] == ["garbage"]
+
+
+def test_a_killed_run_is_noticed_and_reconciled(lan):
+    assert run(lan, "setup", "--yes").exit_code == 0
+    recorded = lan.paths.state_file.read_text()
+    # As if a later run was killed after its ufw call but before saving the state:
+    lan.ufw.lines.append("ufw allow from 192.168.77.103 to any port 32768:60999 proto udp "
+                         "comment 'castwall:00000003-0000-4000-8000-000000000003'")
+    status = run(lan, "status")
+    assert status.exit_code == ExitCode.ATTENTION and "does not record (an interrupted run?)" in status.output
+    setup = run(lan, "setup", "--yes")
+    assert setup.exit_code == 0 and "does not record (an interrupted run?): 192.168.77.103" in setup.output
+    assert lan.paths.state_file.read_text() != recorded
+    assert "192.168.77.103" in lan.paths.state_file.read_text()
+    assert run(lan, "status").exit_code == ExitCode.ATTENTION  # its device is not on the LAN: reported, not deleted
+    remove = run(lan, "remove", "--all", "--yes")
+    assert remove.exit_code == 0 and lan.ufw.lines == USER_RULES
 
 
 def test_bug_is_one_line_unless_debug(lan):
@@ -206,3 +264,74 @@ def test_bug_is_one_line_unless_debug(lan):
     assert result.exit_code == ExitCode.INTERNAL
     assert "castwall: internal error: KeyError" in result.output and "Traceback" not in result.output
     assert "Traceback" in run(lan, "--debug", "discover").output
+
+
+def hostile(name: bytes, ip: str, uuid_hex: str = "66" * 16, *, model: bytes = b"Chromecast") -> Announcement:
+    body = txt_record(b"id=" + uuid_hex.encode(), b"md=" + model, b"fn=" + name)
+    return Announcement(f"Evil-{uuid_hex[:6]}\x1b[31m._googlecast._tcp.local.", 8009, "evil.local.", body,
+                        (ipaddress.ip_address(ip).packed,))
+
+
+def test_hostile_announcements_get_no_rule_and_every_line_stays_readable(tmp_path):
+    nasty = b"TV\x1b[2J\r\n$(reboot)'; ufw allow from any \xff\xfe\xe2\x80\xae" + b"A" * 180
+    extra = [
+        hostile(nasty, "192.168.77.10", "61" * 16),      # this computer's address
+        hostile(b"Bcast", "192.168.77.255", "62" * 16),
+        hostile(b"Net", "192.168.77.0", "63" * 16),
+        hostile(b"Zero", "0.0.0.0", "64" * 16),
+        hostile(b"Mcast", "224.0.0.251", "65" * 16),
+        hostile(b"Loop", "127.0.0.1", "67" * 16),
+        hostile(b"Far", "10.9.9.9", "68" * 16),
+        hostile(b"Public", "8.8.8.8", "69" * 16),
+        hostile(b"Clone of Living Room", "192.168.77.66", LAN[0].uuid.replace("-", "")),
+        hostile(b"No id", "192.168.77.67", "not-a-uuid"),
+    ]
+    ufw = FakeUfw(lines=list(USER_RULES))
+    svc = services(tmp_path, LAN, ufw=ufw, extra=extra, impostors={"192.168.77.102": "02:66:66:66:66:66"})
+    result = run(svc, "setup", "--yes")
+    assert result.exit_code == ExitCode.NOT_FOUND or result.exit_code == 0, result.output
+    # The clone makes Living Room TV contested, the impostor Kitchen speaker: nothing is left to allow.
+    assert ufw.lines == USER_RULES
+    out = result.output
+    for why in ("192.168.77.10 is this computer's own address", "broadcast address of 192.168.77.0/24",
+                "network address of 192.168.77.0/24", "0.0.0.0 is not a host address", "multicast address",
+                "loopback address", "reached through a router", "its id is announced from 2 addresses",
+                "2 hosts answer ARP for 192.168.77.102", "its Cast device id is not a UUID"):
+        assert why in out, why
+    for line in out.splitlines():
+        assert line.isprintable(), repr(line)
+        assert len(line) < 400
+    assert "\x1b" not in out and "\u202e" not in out
+
+    # The user accepts the real Living Room TV address after seeing the warning.
+    accepted = run(svc, "setup", "--yes", "--allow-contested", "192.168.77.101")
+    assert accepted.exit_code == 0, accepted.output
+    assert ufw.castwall_lines() == [
+        f"ufw allow from 192.168.77.101 to any port 32768:60999 proto udp comment 'castwall:{LAN[0].uuid}'"]
+    state = svc.paths.state_file.read_text()
+    assert state.isascii() and "\x1b" not in state and "reboot" in state  # kept, but escaped
+    for call in ufw.calls:
+        assert all(word.isascii() and word.isprintable() for word in call)
+        assert not any("reboot" in word or "Evil" in word for word in call)
+
+
+def test_discover_lists_refusals_and_ignored_announcements(tmp_path):
+    extra = [hostile(b"Mine", "192.168.77.10", "61" * 16), hostile(b"bad", "192.168.77.70", "xyz")]
+    svc = services(tmp_path, LAN, extra=extra)
+    table = run(svc, "discover")
+    assert table.exit_code == 0
+    assert "no rule: 192.168.77.10 is this computer's own address" in table.output
+    assert "ignored an announcement (Evil-xyz\\x1b[31m): its Cast device id is not a UUID" in table.output
+    doc = json_of(run(svc, "discover", "--json"))
+    refused = {d["name"]: d["refused"] for d in doc["devices"]}
+    assert refused["Mine"] == "192.168.77.10 is this computer's own address" and refused["Living Room TV"] is None
+    assert doc["ignored"] == [{"instance": "Evil-xyz\\x1b[31m", "reason": "its Cast device id is not a UUID: xyz"}]
+
+
+def test_routed_device_needs_the_option(tmp_path):
+    far = device(5, name="Far TV", ip="10.9.9.9", mac=None)
+    svc = services(tmp_path, [far])
+    result = run(svc, "setup", "--yes")
+    assert "reached through a router (--allow-routed allows it)" in result.output and svc.ufw.castwall_lines() == []
+    result = run(svc, "setup", "--yes", "--allow-routed")
+    assert result.exit_code == 0 and svc.ufw.castwall_lines()[0].startswith("ufw allow from 10.9.9.9 ")

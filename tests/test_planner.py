@@ -1,7 +1,9 @@
 import ipaddress
 
 from castwall.model import Action, Kind, PortRange, Rule, State
-from castwall.planner import assess, next_state, plan_setup, select_devices, select_rules_to_remove
+from dataclasses import replace
+
+from castwall.planner import Trust, assess, next_state, plan_setup, refusal, screen, select_devices, select_rules_to_remove
 from tests.fakes import device
 
 PR = PortRange(32768, 60999)
@@ -91,7 +93,80 @@ def test_two_devices_on_one_address_get_no_rule():
     b = device(2, ip=str(a.ip))
     plan = plan_setup([a, b], PR, [])
     assert plan.steps == ()
-    assert {s.device for s in plan.skipped} == {a, b}
+    assert {s.device for s in plan.skipped} == {a, b} and all(s.refused for s in plan.skipped)
+    # accepted by the user: one rule, for the address, owned by one of them
+    plan = plan_setup([a, b], PR, [], accepted={a.ip})
+    assert adds(plan) == [tagged(a)]
+
+
+LAN_IF = [ipaddress.ip_interface("192.168.77.10/24"), ipaddress.ip_interface("10.20.0.5/30")]
+OWN = {ip("192.168.77.10"), ip("10.20.0.5"), ip("127.0.0.1"), ip("172.17.0.1")}
+
+
+def test_only_private_host_addresses_on_an_attached_subnet_are_allowed():
+    refused = {
+        "0.0.0.0": "not a host address",
+        "255.255.255.255": "the broadcast address",
+        "224.0.0.251": "multicast",
+        "239.255.255.250": "multicast",
+        "127.0.0.1": "loopback",
+        "127.8.8.8": "loopback",
+        "240.0.0.9": "reserved",
+        "192.168.77.10": "own address",
+        "172.17.0.1": "own address",  # another interface of this computer
+        "192.168.77.0": "network address of 192.168.77.0/24",
+        "192.168.77.255": "broadcast address of 192.168.77.0/24",
+        "10.20.0.4": "network address of 10.20.0.4/30",
+        "10.20.0.7": "broadcast address of 10.20.0.4/30",
+        "10.9.9.9": "reached through a router",
+        "8.8.8.8": "reached through a router",
+        "fe80::1": "link-local IPv6",
+        "::": "not a host address",
+        "ff02::fb": "multicast",
+    }
+    for address, why in refused.items():
+        got = refusal(ip(address), LAN_IF, OWN)
+        assert got and why in got, (address, got)
+    for address in ("192.168.77.1", "192.168.77.254", "10.20.0.6"):
+        assert refusal(ip(address), LAN_IF, OWN) is None, address
+
+
+def test_routed_and_public_addresses_need_their_own_option():
+    assert refusal(ip("10.9.9.9"), LAN_IF, OWN, Trust(routed=True)) is None
+    assert "public address (--allow-public" in refusal(ip("8.8.8.8"), LAN_IF, OWN, Trust(routed=True))
+    assert refusal(ip("8.8.8.8"), LAN_IF, OWN, Trust(routed=True, public=True)) is None
+    public_lan = [ipaddress.ip_interface("203.0.113.0/24"), ipaddress.ip_interface("81.2.69.0/24")]
+    assert "public address" in refusal(ip("81.2.69.20"), public_lan, set())
+    assert refusal(ip("81.2.69.20"), public_lan, set(), Trust(public=True)) is None
+    # no option ever allows the special ones
+    everything = Trust(routed=True, public=True, contested=frozenset({ip("224.0.0.1")}))
+    for address in ("0.0.0.0", "224.0.0.1", "127.0.0.1", "192.168.77.10", "192.168.77.255"):
+        assert refusal(ip(address), LAN_IF, OWN, everything), address
+
+
+def test_screen_refuses_contested_devices_unless_one_address_is_accepted():
+    real = device(1)
+    clone = replace(real, ip=ip("192.168.77.66"), also_at=(real.ip,), contested="its id is announced from 2 addresses")
+    good = device(2)
+    devices, refused = screen([clone, good], LAN_IF, OWN)
+    assert set(refused) == {real.uuid} and "--allow-contested" in refused[real.uuid]
+    plan = plan_setup(devices, PR, [tagged(real)], refused=refused)
+    assert adds(plan) == [tagged(good)] and deletes(plan) == []  # its approved rule stays as it was
+    assert plan.untouched == (tagged(real),)
+    [accepted, _], refused = screen([clone, good], LAN_IF, OWN, Trust(contested=frozenset({real.ip})))
+    assert not refused and accepted.ip == real.ip and accepted.also_at == (ip("192.168.77.66"),)
+    # accepting an address nobody claims changes nothing
+    _, refused = screen([clone], LAN_IF, OWN, Trust(contested=frozenset({ip("192.168.77.99")})))
+    assert real.uuid in refused
+
+
+def test_refused_devices_get_no_rule_and_groups_at_their_address_neither():
+    evil = device(1, ip="192.168.77.10")  # this computer's own address
+    group = device(9, kind=Kind.GROUP, ip="192.168.77.10")
+    devices, refused = screen([evil, group], LAN_IF, OWN)
+    assert set(refused) == {evil.uuid, group.uuid}
+    plan = plan_setup(devices, PR, [], refused=refused)
+    assert plan.steps == () and all(s.refused for s in plan.skipped)
 
 
 def test_device_scope_limits_changes_and_a_group_brings_its_host():

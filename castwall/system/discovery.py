@@ -1,53 +1,25 @@
-"""Cast discovery over mDNS: the only module that imports pychromecast and zeroconf.
+"""Cast discovery over mDNS: the only module that imports zeroconf.
 
-Uses only the API that pychromecast 9.4 (Debian 12) and 14.x share.
+It gathers the records announced for `_googlecast._tcp` and hands them over
+raw; castwall.announcement reads them. Uses only zeroconf API that 0.47
+(Debian 12) and the newest releases share.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Collection, Sequence
 
+from castwall.announcement import Announcement, collate
 from castwall.errors import NetworkUnavailable
-from castwall.model import Device, Kind, canonical_uuid
-from castwall.sanitize import safe_text
+from castwall.model import canonical_uuid
 
 SERVICE = "_googlecast._tcp.local."
-GROUP_MODEL = "google cast group"
-# Models without a screen, as pychromecast's own table lists them (lower case).
-AUDIO_MODELS = frozenset(
-    {
-        "chromecast audio",
-        "google home",
-        "google home mini",
-        "google home max",
-        "google nest mini",
-        "nest audio",
-        "nest wifi point",
-        "bose smart ultra soundbar",
-        "c4a",
-        "jbl link 10",
-        "jbl link 20",
-        "jbl link 300",
-        "jbl link 500",
-        "jbl link portable",
-        "lenovocd-24502f",
-        "lg wk7 thinq speaker",
-        "marshall stanmore ii",
-        "pioneer vsx-831",
-        "pioneer vsx-1131",
-    }
-)
-
-
-def kind_of(model: str) -> Kind:
-    key = model.strip().casefold()
-    if key == GROUP_MODEL:
-        return Kind.GROUP
-    return Kind.AUDIO if key in AUDIO_MODELS else Kind.VIDEO
+TYPE_A, TYPE_PTR, TYPE_TXT, TYPE_SRV, CLASS_IN = 1, 12, 16, 33, 1
+MAX_INSTANCES = 1000  # a flood of announcements is cut here, newest first
+MAX_QUESTIONS = 60  # one follow-up query, at most this many questions
 
 
 @dataclass(frozen=True)
@@ -62,14 +34,14 @@ class StopRule:
     ends once the answers to that round have come in and the LAN has been
     quiet for settle seconds (longer when answers came late: a slow LAN gets
     more time). When every device castwall set up before has already answered
-    the first round, it ends then. --timeout caps it all.
+    the first round, it ends then. An announcement that arrived without all
+    its records gets one more question for them. --timeout caps it all.
     """
 
     first_quiet: float = 0.2  # round one is over after this long without news
     requery: float = 1.0
     answer_window: float = 0.15  # responders answer a query within 120 ms
     settle: float = 0.15
-    harvest: float = 0.5  # longest wait for pychromecast to read a cached answer
 
     def quiet(self, elapsed: float, last_answer: float | None, window: float) -> bool:
         if last_answer is None:
@@ -77,55 +49,51 @@ class StopRule:
         return elapsed - last_answer >= max(window, last_answer / 4)
 
 
-def link_groups(devices: Iterable[Device]) -> list[Device]:
-    """Tie each group to the device announced at the same address (its leader).
-
-    Returns the devices sorted by name, then address.
-    """
-    devices = list(devices)
-    hosts = {}
-    for d in devices:
-        if d.kind is not Kind.GROUP:
-            hosts.setdefault(d.ip, d.uuid)
-    linked = [replace(d, host=hosts.get(d.ip)) if d.kind is Kind.GROUP else d for d in devices]
-    return sorted(linked, key=lambda d: (d.name.casefold(), d.ip.version, int(d.ip), d.uuid))
 
 
-def device_from_info(info) -> Device | None:
-    """Turn a pychromecast CastInfo into a Device; None when it has no usable address."""
-    try:
-        ip = ipaddress.ip_address(str(info.host))
-    except ValueError:
-        return None
-    model = safe_text(info.model_name or "unknown model")
-    try:
-        return Device(
-            uuid=str(info.uuid),
-            name=safe_text(info.friendly_name or "") or "(unnamed)",
-            model=model,
-            kind=kind_of(model),
-            ip=ip,
-            port=int(info.port),
-        )
-    except (TypeError, ValueError):
-        return None
-
-
-def _send_multicast_query(zc, zeroconf) -> None:
+def _query(zc, zeroconf, questions: Sequence[tuple[str, int]]) -> None:
+    """Send QM questions (multicast answers, which ufw's stock rules admit)."""
     out = zeroconf.DNSOutgoing(0)  # flags 0: a standard query
-    out.add_question(zeroconf.DNSQuestion(SERVICE, 12, 1))  # PTR, class IN, QM
+    for name, rtype in questions:
+        out.add_question(zeroconf.DNSQuestion(name, rtype, CLASS_IN))  # no unicast-response bit
     zc.send(out)
 
 
-def _no_http_polling(browser) -> None:
-    # pychromecast's host browser (9.4 and 14.x alike) polls every announced
-    # device over HTTP as soon as it starts, with a 30 s timeout, and
-    # stop_discovery() waits for it. castwall needs only the announcements,
-    # and must not hang on a device that does not answer: stop that thread
-    # before it starts. Guarded, as it is not part of the documented API.
-    stop = getattr(getattr(browser, "host_browser", None), "stop", None)
-    if isinstance(stop, threading.Event):
-        stop.set()
+def _records(zc, zeroconf, name: str, rtype: int) -> list:
+    now = zeroconf.current_time_millis()
+    for _ in range(3):
+        try:
+            records = zc.cache.get_all_by_details(name, rtype, CLASS_IN)
+            break
+        except RuntimeError:  # the network thread changed the cache under us: read again
+            continue
+    else:
+        return []
+    return sorted((r for r in records if not r.is_expired(now)), key=lambda r: r.created, reverse=True)
+
+
+def _announcements(zc, zeroconf) -> tuple[list[Announcement], list[tuple[str, int]]]:
+    """What the cache holds for the service, and the questions that would complete it."""
+    found, missing = [], []
+    for ptr in _records(zc, zeroconf, SERVICE, TYPE_PTR)[:MAX_INSTANCES]:
+        instance = ptr.alias
+        srv = next(iter(_records(zc, zeroconf, instance, TYPE_SRV)), None)
+        txt = next(iter(_records(zc, zeroconf, instance, TYPE_TXT)), None)
+        addresses = tuple(r.address for r in _records(zc, zeroconf, srv.server, TYPE_A)) if srv else ()
+        if srv is None:
+            missing.append((instance, TYPE_SRV))
+        elif not addresses:
+            missing.append((srv.server, TYPE_A))
+        if txt is None:
+            missing.append((instance, TYPE_TXT))
+        found.append(Announcement(
+            instance=instance,
+            port=srv.port if srv else None,
+            target=srv.server if srv else None,
+            txt=txt.text if txt else None,
+            addresses=addresses,
+        ))
+    return found, missing[:MAX_QUESTIONS]
 
 
 def discover(
@@ -135,38 +103,30 @@ def discover(
     expect: Collection[str] = (),
     rule: StopRule = StopRule(),
     clock: Callable[[], float] = time.monotonic,
-) -> list[Device]:
-    """Browse for Cast devices from the given local IPv4 addresses.
+) -> list[Announcement]:
+    """Gather the Cast announcements heard from the given local IPv4 addresses.
 
     expect holds the UUIDs of devices set up before: when all of them answer
     the first query, discovery ends without a second round.
     Raises NetworkUnavailable when mDNS cannot be started on them.
     """
-    # Why two browsers, in this order: python-zeroconf's browser (which
-    # pychromecast's uses) opens with a QU question, and a responder answers
-    # QU by unicast to port 5353, which ufw's default deny drops; avahi even
-    # drops its pending multicast answer then. So castwall asks with QM
-    # questions only (multicast answers, which ufw's stock rules admit) and
-    # watches the answers arrive. Once the first round has gone quiet it
-    # starts pychromecast's browser, which finds the answers in zeroconf's
-    # cache and sends its QU question with them as known answers, so no
-    # responder needs to reply to it.
+    # Why only QM questions: python-zeroconf's browser opens with a QU question,
+    # and a responder answers QU by unicast to port 5353, which ufw's default
+    # deny drops; avahi even drops its pending multicast answer then. Answers to
+    # QM questions are multicast, which ufw's stock rules admit.
+    # Why castwall reads the records itself: a library that decodes them in
+    # its browser thread can lose every later device to one malformed record.
     import zeroconf
-    from pychromecast.discovery import CastBrowser, SimpleCastListener
 
     activity = threading.Condition()
-    names: set[str] = set()
     last_heard: float | None = None
+    news = 0
 
     def on_record(zeroconf, service_type, name, state_change):  # zeroconf passes these by keyword
-        nonlocal last_heard
+        nonlocal last_heard, news
         with activity:
-            names.add(name)
             last_heard = clock()
-            activity.notify_all()
-
-    def on_cast(uuid, service):
-        with activity:
+            news += 1
             activity.notify_all()
 
     try:
@@ -174,12 +134,14 @@ def discover(
     except (OSError, zeroconf.Error) as exc:
         where = ", ".join(addresses)
         raise NetworkUnavailable(f"cannot start mDNS on {where}: {getattr(exc, 'strerror', None) or exc}") from None
-    watcher = browser = None
+    watcher = None
     expected = {canonical_uuid(u) for u in expect}
     second_round = False
+    completing_since: float | None = None
+    checked = -1
     try:
         start = clock()
-        _send_multicast_query(zc, zeroconf)
+        _query(zc, zeroconf, [(SERVICE, TYPE_PTR)])
         watcher = zeroconf.ServiceBrowser(zc, SERVICE, handlers=[on_record], question_type=zeroconf.DNSQuestionType.QM)
         with activity:
             while True:
@@ -187,29 +149,29 @@ def discover(
                 last = None if last_heard is None else last_heard - start
                 if elapsed >= timeout:
                     break
-                if browser is None and rule.quiet(elapsed, last, rule.first_quiet):
-                    browser = CastBrowser(SimpleCastListener(add_callback=on_cast, update_callback=on_cast), zc)
-                    _no_http_polling(browser)
-                    browser.start_discovery()
-                    harvest_end = elapsed + rule.harvest
                 if not second_round and elapsed >= rule.requery:
-                    _send_multicast_query(zc, zeroconf)
+                    _query(zc, zeroconf, [(SERVICE, TYPE_PTR)])
                     second_round = True
-                if browser is not None:
-                    found = {str(u) for u in dict(browser.devices)}
-                    harvested = len(found) >= len(names) or elapsed >= harvest_end
-                    if harvested and expected and expected <= found and not second_round:
+                heard_enough = False
+                if expected and not second_round and news != checked and rule.quiet(elapsed, last, rule.first_quiet):
+                    checked = news
+                    devices, _ = collate(_announcements(zc, zeroconf)[0])
+                    heard_enough = expected <= {d.uuid for d in devices}
+                if second_round and elapsed >= rule.requery + rule.answer_window and rule.quiet(elapsed, last, rule.settle):
+                    heard_enough = True
+                if completing_since is not None:
+                    if elapsed >= completing_since + rule.answer_window and rule.quiet(elapsed, last, rule.settle):
                         break
-                    if harvested and second_round and elapsed >= rule.requery + rule.answer_window \
-                            and rule.quiet(elapsed, last, rule.settle):
+                elif heard_enough:
+                    _, missing = _announcements(zc, zeroconf)
+                    if not missing:
                         break
+                    _query(zc, zeroconf, missing)  # ask once for the records that did not come
+                    completing_since = elapsed
                 activity.wait(0.02)
-        infos = list(dict(browser.devices).values()) if browser is not None else []
+        found, _ = _announcements(zc, zeroconf)
     finally:
         if watcher is not None:
             watcher.cancel()
-        if browser is not None:
-            browser.stop_discovery()  # also closes zc
-        else:
-            zc.close()
-    return [d for d in map(device_from_info, infos) if d is not None]
+        zc.close()
+    return found

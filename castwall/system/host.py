@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Callable, Iterator
 
 from castwall.errors import BadData, Busy
 from castwall.model import State
+from castwall.sanitize import safe_text
 from castwall.state import dump_state, load_state
 from castwall.system.neighbours import ARP_PATH
 from castwall.system.sysctl import PORT_RANGE_PATH
@@ -41,28 +43,58 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def read_state(path: Path) -> State | None:
-    """The saved state, or None when castwall has not saved one yet.
+def read_state(path: Path) -> tuple[State | None, str | None]:
+    """The saved state, and why the file could not be used, if so.
 
-    Raises BadData when the file exists but cannot be read or parsed.
+    (None, None): castwall has not saved a state yet. (None, reason): the file
+    exists but is unreadable, truncated, corrupt or of a newer format; the
+    caller rebuilds from the tagged rules in ufw and keeps the file (see
+    write_state's keep_old).
     """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return None
+        return None, None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadData(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    return load_state(text, str(path))
+        return None, f"cannot read {path}: {getattr(exc, 'strerror', None) or safe_text(exc, 120)}"
+    try:
+        return load_state(text, str(path)), None
+    except BadData as exc:
+        return None, exc.message
 
 
-def write_state(path: Path, state: State) -> None:
+def _keep_copy(path: Path, stamp: str) -> Path | None:
+    """Copy an unusable state file aside before it is replaced; None when there is none."""
+    if not path.exists():
+        return None
+    for n in range(100):
+        copy = path.with_name(f"{path.name}.unusable-{stamp}" + (f".{n}" if n else ""))
+        try:
+            with open(path, "rb") as src:
+                fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            return copy
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, "too many copies of the unusable state file")
+
+
+def write_state(path: Path, state: State, *, keep_old: bool = False, stamp: str = "") -> Path | None:
     """Replace the state file atomically, readable by everyone (status runs without root).
 
-    Raises BadData when it cannot be written; the old file is then untouched.
+    With keep_old, the file being replaced is first copied aside (an unusable
+    file is never thrown away); returns that copy's path. Raises BadData when
+    the state, or the copy, cannot be written; the old file is then untouched.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    kept = None
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if keep_old:
+            kept = _keep_copy(path, stamp or "old")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(dump_state(state))
@@ -79,6 +111,7 @@ def write_state(path: Path, state: State) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise BadData(f"cannot write {path}: {exc.strerror or exc}") from None
+    return kept
 
 
 @contextlib.contextmanager

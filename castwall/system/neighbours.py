@@ -6,6 +6,7 @@ import ipaddress
 import json
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -101,7 +102,7 @@ class NeighbourTable:
         return table
 
 
-def scapy_arp(ips: Sequence[Address], iface: str, timeout: float = 1.0) -> dict[Address, set[str]]:
+def scapy_arp(ips: Sequence[Address], iface: str, timeout: float = 0.5) -> dict[Address, set[str]]:
     """Ask by raw ARP on iface; every MAC that answered, per address (needs CAP_NET_RAW)."""
     from scapy.layers.l2 import ARP, Ether  # heavy: only on this path
     from scapy.sendrecv import srp
@@ -128,12 +129,16 @@ def resolve_macs(
     table: NeighbourTable,
     *,
     raw_arp: Callable[[Sequence[Address], str], dict[Address, set[str]]] | None = None,
+    check_claims: bool = False,
     wait: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
-) -> list[Device]:
-    """Return the devices with MAC (or the reason there is none) filled in.
+) -> tuple[list[Device], str | None]:
+    """Return the devices with MAC (or the reason there is none) filled in, and a warning.
 
-    raw_arp is tried for what the kernel did not resolve, when given (root only).
+    raw_arp (root only) is tried for what the kernel did not resolve. With
+    check_claims it also asks for every address on the LAN, to see whether
+    more than one host answers for it: such a device is marked contested.
+    The warning says when that check could not run.
     """
     local = {d.ip for d in devices if attached_interface(d.ip, interfaces) is not None}
     found: dict[Address, tuple[str, str]] = {}
@@ -147,27 +152,37 @@ def resolve_macs(
                 break
             time.sleep(0.01)
     extra: dict[Address, set[str]] = {}
-    missing = sorted((ip for ip in local if ip not in found and ip.version == 4), key=int)
-    if raw_arp and missing:
+    warning = None
+    v4 = sorted((ip for ip in local if ip.version == 4), key=int)
+    probe = v4 if check_claims else [ip for ip in v4 if ip not in found]
+    if check_claims and raw_arp is None:
+        warning = "cannot check whether two hosts claim a device's address (needs root and scapy)"
+    if raw_arp and probe:
         by_iface: dict[str, list[Address]] = {}
-        for ip in missing:
+        for ip in probe:
             by_iface.setdefault(attached_interface(ip, interfaces).name, []).append(ip)
         for iface, ips in by_iface.items():
             try:
                 extra.update(raw_arp(ips, iface))
-            except (OSError, ImportError, RuntimeError):
-                continue
+            except ImportError:
+                warning = "scapy is not installed, so castwall cannot check whether two hosts claim a device's address"
+            except (OSError, RuntimeError) as exc:
+                warning = f"the ARP check on {iface} failed ({exc}); claims on an address were not checked"
     result = []
     for d in devices:
+        claims = set(extra.get(d.ip, ()))
+        if d.ip in found:
+            claims.add(found[d.ip][0])
         if d.ip not in local:
             result.append(d.with_mac(None, VIA_ROUTER))
-        elif d.ip in found:
-            result.append(d.with_mac(found[d.ip][0]))
-        elif len(extra.get(d.ip, ())) == 1:
-            result.append(d.with_mac(next(iter(extra[d.ip]))))
-        elif len(extra.get(d.ip, ())) > 1:
-            macs = ", ".join(sorted(extra[d.ip]))
-            result.append(d.with_mac(None, f"several hosts answer ARP for this address ({macs})"))
+        elif len(claims) > 1:
+            macs = ", ".join(sorted(claims))
+            result.append(replace(
+                d.with_mac(None, f"several hosts answer ARP for this address ({macs})"),
+                contested=d.contested or f"{len(claims)} hosts answer ARP for {d.ip} ({macs}): the address is contested or spoofed",
+            ))
+        elif claims:
+            result.append(d.with_mac(next(iter(claims))))
         else:
             result.append(d.with_mac(None, NO_ANSWER))
-    return result
+    return result, warning
