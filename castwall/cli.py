@@ -397,7 +397,7 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
         ufw = "active" if firewall.active() else "inactive"
     else:
         ufw = "unknown"
-    survey = None if no_discover else _survey(svc, interfaces, timeout, root, state)
+    survey = None if no_discover else _survey(svc, interfaces, timeout, root, state, check_claims=root)
     if survey:
         _show_rejected(survey)
     discovered = survey.devices if survey else None

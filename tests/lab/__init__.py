@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 
 REPO = Path(__file__).resolve().parents[2]
 RESPONDER = Path(__file__).with_name("responder.py")
+HOSTILE = Path(__file__).with_name("hostile.py")
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 NOBODY = 65534
 
@@ -90,8 +91,8 @@ def missing_requirements() -> str | None:
 
 class Lab:
     def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None):
-        if not 1 <= devices + strict <= 150:
-            raise ValueError("between 1 and 150 devices")
+        if not 0 <= devices + strict <= 150:
+            raise ValueError("between 0 and 150 devices")
         self.count, self.strict_count = devices, strict
         self.subnet = subnet
         self.python = python or sys.executable
@@ -351,6 +352,57 @@ class Lab:
     def set_port_range(self, low: int, high: int) -> None:
         self.ws(["sh", "-c", f"echo '{low} {high}' > /proc/sys/net/ipv4/ip_local_port_range"], check=True)
 
+    # --- hostile hosts and faults ----------------------------------------------
+
+    def add_hostile(self, cases: list[dict], ip: str) -> None:
+        """A host at ip that answers Cast queries with crafted announcements (see hostile.py)."""
+        ns = self._add_ns("hx")
+        self._attach(ns, "hx", ip, "02:ca:57:66:66:66")
+        where = self.dir / "hx"
+        where.mkdir()
+        (where / "cases.json").write_text(json.dumps(cases))
+        argv = ["ip", "netns", "exec", ns, self.python, str(HOSTILE), "--ip", ip, "--cases", str(where / "cases.json"),
+                "--log", str(where / "hostile.log")]
+        self._spawn(argv, where / "hostile.out")
+        self._wait(lambda: '"ready"' in (where / "hostile.log").read_text(), "hostile responder")
+
+    def add_impostor(self, ip: str, mac: str) -> str:
+        """A silent host that takes ip too: it answers ARP for it, as a spoofer would."""
+        ns = self._add_ns("im")
+        self._attach(ns, "im", ip, mac)
+        return ns
+
+    def inject_ufw_fault(self, mode: str, at: int) -> None:
+        """Make the workstation's ufw misbehave on its at-th allow/delete call from now on.
+
+        mode: "fail" (that call fails), "fail-from" (it and every later call
+        fail), "term" (SIGTERM to the caller during that call), "kill" (the
+        call succeeds, then SIGKILL to the caller, as a power cut would).
+        """
+        real, wrapper = self.dir / "ufw-real", self.dir / "ufw-wrapper"
+        control = self.dir / "ufw-fault"
+        if not wrapper.exists():
+            shutil.copy2("/usr/sbin/ufw", real)
+            wrapper.write_text(_UFW_WRAPPER.format(real=real, control=control))
+            wrapper.chmod(0o755)
+            self.ws(["mount", "--bind", str(wrapper), "/usr/sbin/ufw"], check=True)
+        control.write_text(f"{mode} {at}\n")
+        (self.dir / "ufw-fault.count").write_text("0\n")
+
+    def clear_ufw_fault(self) -> None:
+        (self.dir / "ufw-fault").unlink(missing_ok=True)
+
+    def hide_ufw(self) -> None:
+        """Make ufw look uninstalled in the workstation (a non-executable file over it)."""
+        blank = self.dir / "no-ufw"
+        blank.write_text("")
+        blank.chmod(0o644)
+        self.ws(["mount", "--bind", str(blank), "/usr/sbin/ufw"], check=True)
+
+    def user_rules(self) -> str:
+        """ufw's own rules file of the workstation: every rule, as ufw stores it."""
+        return (self.dir / "etc-ufw" / "user.rules").read_text()
+
     # --- tearing down ---------------------------------------------------------
 
     def close(self) -> None:
@@ -390,6 +442,24 @@ while (left := end - time.monotonic()) > 0:
     except socket.timeout:
         break
 print(json.dumps(sorted(got)))
+"""
+
+_UFW_WRAPPER = """#!/bin/sh
+# The lab's fault injector in front of the real ufw (see Lab.inject_ufw_fault).
+case "$1" in allow|delete) ;; *) exec {real} "$@" ;; esac
+[ -f {control} ] || exec {real} "$@"
+n=$(( $(cat {control}.count) + 1 ))
+echo "$n" > {control}.count
+read -r mode at < {control}
+hit=no
+[ "$n" -eq "$at" ] && hit=yes
+[ "$mode" = fail-from ] && [ "$n" -ge "$at" ] && hit=yes
+[ $hit = yes ] || exec {real} "$@"
+case "$mode" in
+  fail|fail-from) echo "ERROR: lab fault injected into ufw call $n" >&2; exit 1 ;;
+  term) kill -TERM "$PPID"; exec {real} "$@" ;;
+  kill) {real} "$@"; kill -KILL "$PPID"; exit 0 ;;
+esac
 """
 
 _SENDER = """
