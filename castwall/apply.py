@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from dataclasses import replace
 from typing import Callable, Iterator, Protocol, Sequence
 
 from castwall.errors import CastwallError, FirewallInconsistent, FirewallRolledBack, Interrupted, ToolFailed
-from castwall.model import Action, Step
+from castwall.model import Action, Rule, Step
 
 
 class Firewall(Protocol):
@@ -33,6 +34,33 @@ def deferred_signals(signums: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -
             signal.signal(s, handler)
 
 
+def placed(steps: Sequence[Step], order: Sequence[Rule | None]) -> list[Step]:
+    """The steps with each DELETE's place in ufw's IPv4 rule list, as it will be then.
+
+    order is that list before the run (None for rules of other shapes). With
+    the place known, undoing a delete puts the rule back where it stood, so a
+    rolled-back run leaves ufw's rules in their old order, not only the old set.
+    """
+    current = list(order)
+    out = []
+    for step in steps:
+        if step.action is Action.DELETE:
+            index = next((i for i, r in enumerate(current) if r is not None and r.same_traffic(step.rule)), None)
+            if index is None:
+                out.append(step)
+                continue
+            last = index == len(current) - 1
+            del current[index]
+            out.append(replace(step, position=None if last else index + 1))
+        else:
+            if step.position is None:
+                current.append(step.rule)
+            else:
+                current.insert(step.position - 1, step.rule)
+            out.append(step)
+    return out
+
+
 def describe(step: Step) -> str:
     verb = "allow" if step.action is Action.ADD else "removal of"
     return f"{verb} UDP from {step.rule.ip} to ports {step.rule.ports}"
@@ -40,8 +68,9 @@ def describe(step: Step) -> str:
 
 def _left_over(failed: Sequence[Step]) -> str:
     """What an incomplete undo leaves in ufw, in words."""
-    present = [f"{s.rule.ip} port {s.rule.ports}" for s in failed if s.action is Action.ADD]
-    missing = [f"{s.rule.ip} port {s.rule.ports}" for s in failed if s.action is Action.DELETE]
+    ordered = sorted(failed, key=lambda s: s.rule.sort_key())
+    present = [f"{s.rule.ip} port {s.rule.ports}" for s in ordered if s.action is Action.ADD]
+    missing = [f"{s.rule.ip} port {s.rule.ports}" for s in ordered if s.action is Action.DELETE]
     parts = []
     if present:
         parts.append("still allowed (added by this run): " + ", ".join(present))

@@ -14,7 +14,7 @@ import click
 
 from castwall import __version__
 from castwall import render
-from castwall.apply import check_empty, deferred_signals, run_transaction
+from castwall.apply import check_empty, deferred_signals, placed, run_transaction
 from castwall.announcement import Announcement, Rejected, collate, link_groups
 from castwall.errors import CastwallError, Declined, ExitCode, NeedRoot, NotFound, UsageError
 from castwall.model import Address, Device, Rule, State
@@ -160,16 +160,23 @@ def _survey(
     interfaces: Sequence[str],
     timeout: float,
     root: bool,
-    known: State | None,
     *,
+    expect: State | None = None,
     trust: Trust = Trust(),
     check_claims: bool = False,
 ) -> Survey:
+    """Discover, read, resolve and screen the devices on the chosen interfaces.
+
+    expect (status only) lets discovery end after one round when every device
+    it holds answers then. setup and discover always ask twice: a device that
+    answered someone else less than a second earlier stays silent on the
+    first question, and a device missing from setup would get no rule.
+    """
     every = svc.interfaces()
     chosen = choose_interfaces(every, interfaces)
     addresses = [str(a.ip) for i in chosen for a in i.ipv4]
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
-    announced = svc.discover(addresses, timeout, expect=[d.uuid for d in known.devices] if known else ())
+    announced = svc.discover(addresses, timeout, expect=[d.uuid for d in expect.devices] if expect else ())
     devices, rejected = collate(announced)
     networks = [a for i in chosen for a in i.addresses]
     own = own_addresses(every)
@@ -218,8 +225,7 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
     address, port, MAC address where known, and UUID. A Cast group is shown
     with the device that hosts it.
     """
-    known, _ = host.read_state(svc.paths.state_file)  # only a hint for when to stop listening
-    survey = _survey(svc, interfaces, timeout, svc.is_root(), known)
+    survey = _survey(svc, interfaces, timeout, svc.is_root())
     _show_rejected(survey)
     devices = survey.devices
     if as_json:
@@ -294,7 +300,7 @@ def setup(
     if problem:
         warn(f"{problem}; castwall rebuilds it from its tagged rules in ufw" + (", keeping the old file as a copy" if not dry_run else ""))
     trust = Trust(routed=allow_routed, public=allow_public, contested=frozenset(contested))
-    survey = _survey(svc, interfaces, timeout, root, previous, trust=trust, check_claims=root)
+    survey = _survey(svc, interfaces, timeout, root, trust=trust, check_claims=root)
     _show_rejected(survey)
     devices = survey.devices
     if not devices:
@@ -309,12 +315,13 @@ def setup(
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
         if root:
-            current = firewall.rules().rules
+            ruleset = firewall.rules()
+            current, order = ruleset.rules, ruleset.order
             active = firewall.active()
             for message in _drift(previous, [r for r in current if r.owner]):
                 warn(message)
         else:
-            current = previous.rules if previous else ()
+            current, order = (previous.rules if previous else ()), ()
             active = None
             warn("not root: ufw's rules were taken from the state file, not read from ufw")
         plan = planned(current)
@@ -341,7 +348,7 @@ def setup(
                 save(after)
 
             with deferred_signals() as interrupted:
-                run_transaction(firewall, plan.steps, finish=finish, interrupted=interrupted, progress=progress)
+                run_transaction(firewall, placed(plan.steps, order), finish=finish, interrupted=interrupted, progress=progress)
             click.echo(f"\nDone: {len(plan.steps)} ufw change(s) applied and verified. {render.allowed_summary(plan)}")
         else:
             save(current)
@@ -397,7 +404,7 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
         ufw = "active" if firewall.active() else "inactive"
     else:
         ufw = "unknown"
-    survey = None if no_discover else _survey(svc, interfaces, timeout, root, state, check_claims=root)
+    survey = None if no_discover else _survey(svc, interfaces, timeout, root, expect=state, check_claims=root)
     if survey:
         _show_rejected(survey)
     discovered = survey.devices if survey else None
@@ -461,11 +468,12 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
         if root:
-            owned = firewall.rules().owned
+            ruleset = firewall.rules()
+            owned, order = ruleset.owned, ruleset.order
             for message in _drift(recorded, owned):
                 warn(message)
         else:
-            owned = tuple(r for r in state.rules if r.owner)
+            owned, order = tuple(r for r in state.rules if r.owner), ()
             warn("not root: castwall's rules were taken from the state file, not read from ufw")
         steps, unmatched = select_rules_to_remove(owned, state.devices, selectors)
         if unmatched:
@@ -494,7 +502,7 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
                 progress(f"The unusable state file was kept as {kept}.")
 
         with deferred_signals() as interrupted:
-            run_transaction(firewall, steps, finish=finish, interrupted=interrupted, progress=progress)
+            run_transaction(firewall, placed(steps, order), finish=finish, interrupted=interrupted, progress=progress)
         click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched.")
 
 

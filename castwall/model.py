@@ -137,16 +137,27 @@ class Action(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Step:
+    """One ufw change. position places an ADD at that place in ufw's IPv4 rule
+    list (`ufw insert`); on a DELETE it records where the rule stood, so that
+    the undo puts it back there (None: it was last, and an append restores it).
+    """
+
     action: Action
     rule: Rule
     reason: str
+    position: int | None = None
 
     def inverse(self) -> Step:
-        other = Action.DELETE if self.action is Action.ADD else Action.ADD
-        return Step(other, self.rule, f"undo: {self.reason}")
+        if self.action is Action.DELETE:
+            return Step(Action.ADD, self.rule, f"undo: {self.reason}", self.position)
+        return Step(Action.DELETE, self.rule, f"undo: {self.reason}")
 
     def ufw_args(self) -> tuple[str, ...]:
-        return self.rule.ufw_add_args() if self.action is Action.ADD else self.rule.ufw_delete_args()
+        if self.action is Action.DELETE:
+            return self.rule.ufw_delete_args()
+        if self.position is not None:
+            return ("insert", str(self.position)) + self.rule.ufw_add_args()
+        return self.rule.ufw_add_args()
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,11 @@ class FakeUfw:
                     del self.lines[i]
                     return Completed(argv, 0, "Rule deleted\n" if self.active else "Rules updated\n", "")
             return Completed(argv, 0, "Could not delete non-existent rule\n", "")
+        position = None
+        if args[0] == "insert":
+            position, args = int(args[1]), args[2:]
+            if not 1 <= position <= len(self.lines):
+                return Completed(argv, 1, "", f"ERROR: Invalid position '{position}'\n")
         key = self._key(args)
         line = self._line(args)
         for i, old in enumerate(self.lines):
@@ -78,6 +83,9 @@ class FakeUfw:
                     return Completed(argv, 0, "Skipping adding existing rule\n", "")
                 self.lines[i] = line
                 return Completed(argv, 0, "Rule updated\n" if self.active else "Rules updated\n", "")
+        if position is not None:
+            self.lines.insert(position - 1, line)
+            return Completed(argv, 0, "Rule inserted\n" if self.active else "Rules updated\n", "")
         self.lines.append(line)
         return Completed(argv, 0, "Rule added\n" if self.active else "Rules updated\n", "")
 

@@ -6,10 +6,10 @@ import signal
 
 import pytest
 
-from castwall.apply import deferred_signals, run_transaction
+from castwall.apply import deferred_signals, placed, run_transaction
 from castwall.errors import FirewallInconsistent, FirewallRolledBack, Interrupted, ToolFailed
 from castwall.model import Action, PortRange, Rule, Step
-from castwall.system.ufw import UfwFirewall
+from castwall.system.ufw import UfwFirewall, parse_show_added
 from tests.fakes import FakeUfw
 
 PR = PortRange(32768, 60999)
@@ -100,3 +100,28 @@ def test_skipped_add_is_not_undone():
     with pytest.raises(FirewallRolledBack, match="nothing had been changed"):
         run_transaction(UfwFirewall(ufw), steps)
     assert ufw.lines == [ufw_line]
+
+
+def test_a_rolled_back_run_restores_the_order_of_the_rules_too():
+    # ufw's first match wins: a rule put back at the end would sit behind the user's deny.
+    lines = [old_tagged_line(1), "ufw deny from 192.168.77.0/24", old_tagged_line(2), "ufw allow 22/tcp"]
+    ufw = FakeUfw(lines=list(lines), fail_calls={5})
+    firewall = UfwFirewall(ufw)
+    order = parse_show_added("\n".join(lines)).order
+    steps = placed(mixed_steps(), order)
+    assert [s.position for s in steps[:2]] == [1, 2]  # rule 2 is second once rule 1 is gone
+    with pytest.raises(FirewallRolledBack):
+        run_transaction(firewall, steps)
+    assert ufw.lines == lines
+    assert ("ufw", "insert", "2", *rule(2).ufw_add_args()) in ufw.calls
+
+
+def test_a_deleted_last_rule_is_put_back_by_appending():
+    lines = ["ufw allow 22/tcp", old_tagged_line(1)]
+    ufw = FakeUfw(lines=list(lines), fail_calls={2})
+    steps = placed([Step(Action.DELETE, rule(1), "gone"), Step(Action.ADD, rule(3), "new")],
+                   parse_show_added("\n".join(lines)).order)
+    assert steps[0].position is None
+    with pytest.raises(FirewallRolledBack):
+        run_transaction(UfwFirewall(ufw), steps)
+    assert ufw.lines == lines

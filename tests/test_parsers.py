@@ -141,3 +141,14 @@ def test_safe_text_is_one_printable_bounded_line(s):
     out = safe_text(s)
     assert len(out) <= 64
     assert all(c.isprintable() for c in out)
+
+
+def test_ufw_show_added_gives_the_ipv4_rule_order_without_ipv6_only_rules():
+    text = ("ufw allow 22/tcp\n"
+            "ufw allow from 192.168.77.101 to any port 32768:60999 proto udp comment 'castwall:1d19441f-de2a-5a8b-dbeb-dcaae5ab99cb'\n"
+            "ufw deny from 192.168.77.6\n"
+            "ufw allow from 2001:db8::5\n"
+            "ufw allow from fe80::/10 to any port 9 proto udp\n")
+    order = parse_show_added(text).order
+    assert len(order) == 3 and order[0] is None and order[2] is None
+    assert order[1].owner == "1d19441f-de2a-5a8b-dbeb-dcaae5ab99cb"

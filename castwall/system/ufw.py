@@ -22,6 +22,7 @@ class RuleSet:
     rules: tuple[Rule, ...]  # every rule of castwall's shape, tagged or not
     odd_tagged: tuple[str, ...]  # lines tagged castwall: that castwall did not write
     other: int  # rules of other shapes (the user's own), never touched
+    order: tuple[Rule | None, ...] = ()  # ufw's IPv4 rule list in order; None: another shape
 
     @property
     def owned(self) -> tuple[Rule, ...]:
@@ -71,8 +72,22 @@ def parse_rule_line(line: str) -> Rule | str | None:
     return Rule(ip, ports, owner)
 
 
+def _ipv6_only(line: str) -> bool:
+    """Whether a rule line names an IPv6 address, so it is not in ufw's IPv4 list."""
+    words = line.split()
+    for key, value in zip(words, words[1:]):
+        if key in ("from", "to"):
+            try:
+                if ipaddress.ip_network(value.strip("'\""), strict=False).version == 6:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 def parse_show_added(text: str) -> RuleSet:
-    rules, odd, other = [], [], 0
+    """Read `ufw show added`: IPv4 rules (and rules for both) in ufw's order, then IPv6-only ones."""
+    rules, odd, other, order = [], [], 0, []
     for raw in text.splitlines():
         line = raw.strip()
         if not line.startswith("ufw "):
@@ -84,7 +99,9 @@ def parse_show_added(text: str) -> RuleSet:
             odd.append(parsed)
         else:
             other += 1
-    return RuleSet(tuple(rules), tuple(odd), other)
+        if not _ipv6_only(line):
+            order.append(parsed if isinstance(parsed, Rule) else None)
+    return RuleSet(tuple(rules), tuple(odd), other, tuple(order))
 
 
 class UfwFirewall:
@@ -136,9 +153,9 @@ class UfwFirewall:
         if "Rules updated" in text:
             return True
         if step.action is Action.ADD:
-            if "Rule added" in text:
+            if "Rule added" in text or "Rule inserted" in text:
                 return True
-            if "Skipping adding existing rule" in text:
+            if "Skipping adding existing rule" in text or "Skipping inserting existing rule" in text:
                 return False
             if "Rule updated" in text:
                 raise ToolFailed(

@@ -373,7 +373,7 @@ class Lab:
         return ns
 
     def inject_ufw_fault(self, mode: str, at: int) -> None:
-        """Make the workstation's ufw misbehave on its at-th allow/delete call from now on.
+        """Make the workstation's ufw misbehave on its at-th allow, insert or delete call from now on.
 
         mode: "fail" (that call fails), "fail-from" (it and every later call
         fail), "term" (SIGTERM to the caller during that call), "kill" (the
@@ -446,7 +446,7 @@ print(json.dumps(sorted(got)))
 
 _UFW_WRAPPER = """#!/bin/sh
 # The lab's fault injector in front of the real ufw (see Lab.inject_ufw_fault).
-case "$1" in allow|delete) ;; *) exec {real} "$@" ;; esac
+case "$1" in allow|delete|insert) ;; *) exec {real} "$@" ;; esac
 [ -f {control} ] || exec {real} "$@"
 n=$(( $(cat {control}.count) + 1 ))
 echo "$n" > {control}.count

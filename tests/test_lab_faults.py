@@ -1,0 +1,165 @@
+"""Faults in the lab: ufw failing at each step, signals, a killed run, two runs, a broken host.
+
+The ufw faults come from a wrapper bind-mounted over /usr/sbin/ufw in the
+workstation only (Lab.inject_ufw_fault); the real ufw does the work.
+"""
+
+import re
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+
+def snapshot(lab):
+    """Everything a run could change: ufw's rule list, its rules file, the state file."""
+    state = lab.state_dir / "state.json"
+    return lab.ufw_added(), lab.user_rules(), state.read_bytes() if state.exists() else None
+
+
+def six_step_lab(make_lab):
+    """Four devices; two have rules for an old port range: setup then deletes 2 and adds 4."""
+    lab = make_lab(devices=4)
+    lab.ufw("allow", "22/tcp", check=True)
+    lab.ufw("allow", "proto", "udp", "from", "192.168.77.103", "to", "any", "port", "40000:50000", check=True)
+    lab.set_port_range(40000, 50000)
+    first = lab.castwall("setup", "--yes", "--device", lab.devices[0].name, "--device", lab.devices[3].name)
+    assert first.returncode == 0, first.stderr
+    lab.set_port_range(32768, 60999)
+    return lab
+
+
+def test_ufw_failing_at_any_step_leaves_ufw_and_the_state_file_exactly_as_before(make_lab):
+    lab = six_step_lab(make_lab)
+    before = snapshot(lab)
+    plan = lab.castwall("setup", "--dry-run")
+    steps = int(re.search(r"ufw commands castwall will run \((\d+)\)", plan.stdout).group(1))
+    assert steps == 6, plan.stdout
+    for k in range(1, steps + 1):
+        lab.inject_ufw_fault("fail", k)
+        result = lab.castwall("setup", "--yes")
+        assert result.returncode == 6, (k, result.stderr)
+        assert f"step {k} of {steps} failed" in result.stderr
+        assert "so ufw is as it was before this run" in result.stderr
+        assert snapshot(lab) == before, k
+    lab.clear_ufw_fault()
+    assert lab.castwall("setup", "--yes").returncode == 0
+    assert len([line for line in lab.ufw_added() if "castwall:" in line]) == 4
+
+
+def test_when_the_undo_fails_too_the_message_names_exactly_what_differs(make_lab):
+    lab = six_step_lab(make_lab)
+    before, _, state_before = snapshot(lab)
+    lab.inject_ufw_fault("fail-from", 4)  # steps 1-3 work (2 deletes, 1 add), then ufw breaks for good
+    result = lab.castwall("setup", "--yes")
+    assert result.returncode == 7, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    lab.clear_ufw_fault()
+    after = lab.ufw_added()
+    added = [line for line in after if line not in before]
+    removed = [line for line in before if line not in after]
+    assert len(added) == 1 and len(removed) == 2
+    still = re.search(r"still allowed \(added by this run\): ([^;]+)", message).group(1)
+    gone = re.search(r"no longer allowed \(deleted by this run\): (.+)$", message).group(1)
+    def named(lines):
+        return {re.search(r"from (\S+) to any port (\S+)", line).expand(r"\1 port \2") for line in lines}
+
+    assert set(still.split(", ")) == named(added) and set(gone.split(", ")) == named(removed)
+    assert (lab.state_dir / "state.json").read_bytes() == state_before
+    # The next run sees the difference, says so, and repairs it.
+    repair = lab.castwall("setup", "--yes")
+    assert repair.returncode == 0 and "does not record (an interrupted run?)" in repair.stderr
+    assert lab.castwall("status").returncode == 0
+
+
+def test_sigterm_during_apply_undoes_the_run(make_lab):
+    lab = six_step_lab(make_lab)
+    before = snapshot(lab)
+    lab.inject_ufw_fault("term", 3)
+    result = lab.castwall("setup", "--yes")
+    assert result.returncode == 130, result.stderr
+    assert "interrupted by SIGTERM before step 4 of 6" in result.stderr
+    assert "so ufw is as it was before this run" in result.stderr
+    assert snapshot(lab) == before
+
+
+def test_a_run_killed_mid_apply_is_reconciled_by_the_next_runs(make_lab):
+    lab = six_step_lab(make_lab)
+    _, _, state_before = snapshot(lab)
+    lab.inject_ufw_fault("kill", 3)
+    killed = lab.castwall("setup", "--yes")
+    assert killed.returncode in (-9, 137), killed.returncode
+    lab.clear_ufw_fault()
+    assert (lab.state_dir / "state.json").read_bytes() == state_before  # it died before saving
+    tagged = [line for line in lab.ufw_added() if "castwall:" in line]
+    assert len(tagged) == 1  # two old rules deleted, one new added, then the power went
+
+    status = lab.castwall("status", "--no-discover")
+    assert status.returncode == 3
+    assert "ufw holds a castwall rule for 192.168.77." in status.stdout and "an interrupted run?" in status.stdout
+    assert "is missing from ufw" in status.stdout
+
+    setup = lab.castwall("setup", "--yes")
+    assert setup.returncode == 0, setup.stderr
+    assert "castwall rule(s) the state file does not record (an interrupted run?)" in setup.stderr
+    assert "recorded in the state file are no longer in ufw" in setup.stderr
+    assert len([line for line in lab.ufw_added() if "castwall:" in line]) == 4
+    assert lab.castwall("status").returncode == 0
+
+    # remove after another kill: it deletes by the tags in ufw, whatever the state file says.
+    lab.inject_ufw_fault("kill", 2)
+    assert lab.castwall("remove", "--all", "--yes").returncode in (-9, 137)
+    lab.clear_ufw_fault()
+    remove = lab.castwall("remove", "--all", "--yes")
+    assert remove.returncode == 0 and "an interrupted run?" not in remove.stderr
+    assert "recorded in the state file are no longer in ufw" in remove.stderr
+    assert not [line for line in lab.ufw_added() if "castwall:" in line]
+    assert lab.castwall("status", "--no-discover").returncode == 0
+
+
+def test_two_runs_at_once_one_waits_and_no_rule_is_doubled(make_lab):
+    lab = make_lab(devices=3)
+    env = {"PYTHONPATH": str(lab.dir / "src"), "CASTWALL_STATE_DIR": str(lab.state_dir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    runs = [subprocess.Popen(lab.ws_argv([lab.python, "-m", "castwall", "setup", "--yes"]), env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) for _ in range(2)]
+    outs = [r.communicate(timeout=120) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outs
+    stdout = "".join(o[0] for o in outs)
+    assert stdout.count("Done: 3 ufw change(s)") == 1 and stdout.count("Nothing to change") == 1
+    assert "waiting for another castwall run" in "".join(o[1] for o in outs)
+    tagged = [line for line in lab.ufw_added() if "castwall:" in line]
+    assert len(tagged) == len(set(tagged)) == 3
+
+
+def test_each_broken_host_gives_one_line_and_its_exit_code(make_lab):
+    lab = make_lab(devices=1)
+    rules_before = lab.user_rules()
+
+    def one_line(result, code, text):
+        assert result.returncode == code, (code, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("castwall: error:")]
+        assert len(errors) == 1 and text in errors[0], result.stderr
+        assert "Traceback" not in result.stderr
+
+    one_line(lab.castwall("setup", "--yes", root=False), 4, "needs root")
+    lab.ws(["ip", "link", "set", "eth0", "multicast", "off"], check=True)
+    one_line(lab.castwall("discover"), 12, "no network interface is up with an IPv4 address and multicast")
+    one_line(lab.castwall("discover", "--interface", "eth0"), 12, "interface eth0 cannot multicast")
+    lab.ws(["ip", "link", "set", "eth0", "multicast", "on"], check=True)
+    lab.ws(["ip", "link", "set", "eth0", "down"], check=True)
+    one_line(lab.castwall("setup", "--yes"), 12, "no network interface is up")
+    lab.ws(["ip", "link", "set", "eth0", "up"], check=True)
+    lab.hide_ufw()
+    one_line(lab.castwall("setup", "--yes"), 5, "ufw")
+    status = lab.castwall("status", "--no-discover")
+    assert status.returncode == 3 and "ufw is not installed" in status.stdout
+    assert lab.user_rules() == rules_before  # no run got as far as changing a rule
+
+
+def test_an_empty_lan_is_exit_9_after_a_short_wait(make_lab):
+    lab = make_lab(devices=0)  # only the printer
+    result = lab.castwall("discover", "--timeout", "3", root=False)
+    assert result.returncode == 9 and "no Cast device answered within 3 s" in result.stderr
+    setup = lab.castwall("setup", "--yes")
+    assert setup.returncode == 9 and "castwall: error: no Cast device answered" in setup.stderr
