@@ -335,3 +335,11 @@ def test_routed_device_needs_the_option(tmp_path):
     assert "reached through a router (--allow-routed allows it)" in result.output and svc.ufw.castwall_lines() == []
     result = run(svc, "setup", "--yes", "--allow-routed")
     assert result.exit_code == 0 and svc.ufw.castwall_lines()[0].startswith("ufw allow from 10.9.9.9 ")
+
+
+def test_a_temporary_state_file_left_by_a_killed_run_is_cleared(lan):
+    lan.paths.state_dir.mkdir()
+    stale = lan.paths.state_dir / ".state.json.4242.tmp"
+    stale.write_text('{"half": ')
+    assert run(lan, "setup", "--yes").exit_code == 0
+    assert not stale.exists() and lan.paths.state_file.exists()

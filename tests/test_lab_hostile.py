@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.lab import dashed
+from tests.lab import dashed, hostile_case
 
 pytestmark = pytest.mark.lab
 
@@ -20,19 +20,8 @@ NASTY = b"TV\x1b[2J\x1b]0;owned\x07\r\n$(reboot) `id`; 'quote\" ufw allow from a
 FORBIDDEN = ("reboot", "owned", "ufw allow from any", "Evil", "\x1b")
 
 
-def txt(*entries: bytes) -> str:
-    return b"".join(bytes([len(e)]) + e for e in entries).hex()
-
-
-def case(label: bytes, uuid_hex: str, *, name: bytes = b"Cast", model: bytes = b"Chromecast", addresses=(EVIL_IP,),
-         target: str = EVIL_TARGET, port: int | None = 8009, body: str | None = None) -> dict:
-    return {
-        "instance": label.hex(),
-        "target": target,
-        "port": port,
-        "txt": body if body is not None else txt(b"id=" + uuid_hex.encode(), b"md=" + model, b"fn=" + name, b"ve=05"),
-        "addresses": list(addresses),
-    }
+def case(label: bytes, uuid_hex: str, *, addresses=(EVIL_IP,), target: str = EVIL_TARGET, **fields) -> dict:
+    return hostile_case(label, uuid_hex, addresses=list(addresses), target=target, **fields)
 
 
 def hostile_cases(lab, clone_of):
@@ -49,7 +38,7 @@ def hostile_cases(lab, clone_of):
         case(b"Evil-clone", clone_of.uuid, name=b"Clone of " + clone_of.name.encode()),
         case(b"Evil-no-srv", "a4" * 16, port=None),
         case(b"Evil-bad-id", "not-a-uuid"),
-        case(b"Evil-bad-txt", "a5" * 16, body="ff6964"),  # an entry claiming 255 bytes, holding 2
+        case(b"Evil-bad-txt", "a5" * 16, txt=b"\xffid"),  # an entry claiming 255 bytes, holding 2
     ]
     for i, (what, ip) in enumerate(special.items()):
         cases.append(case(f"Evil-{what}".encode(), f"b{i}" * 16, name=f"Evil {what}".encode(), addresses=[ip],

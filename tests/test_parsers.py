@@ -10,6 +10,7 @@ from castwall.errors import BadData
 from castwall.model import PortRange, Rule, State
 from castwall.sanitize import safe_text
 from castwall.state import dump_state, load_state
+from castwall.system.host import read_state
 from castwall.system.interfaces import choose_interfaces, parse_ip_addr
 from castwall.system.neighbours import parse_ip_neigh, parse_proc_arp
 from castwall.system.sysctl import parse_port_range, read_port_range
@@ -152,3 +153,13 @@ def test_ufw_show_added_gives_the_ipv4_rule_order_without_ipv6_only_rules():
     order = parse_show_added(text).order
     assert len(order) == 3 and order[0] is None and order[2] is None
     assert order[1].owner == "1d19441f-de2a-5a8b-dbeb-dcaae5ab99cb"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_state_file_is_read_or_reported_never_raised(tmp_path_factory, content):
+    path = tmp_path_factory.mktemp("state") / "state.json"
+    path.write_bytes(content)
+    state, problem = read_state(path)
+    assert (state is None) != (problem is None)
+    assert problem is None or problem.isprintable()

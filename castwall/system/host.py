@@ -102,6 +102,10 @@ def write_state(path: Path, state: State, *, keep_old: bool = False, stamp: str 
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        # Callers hold the run lock: any other temporary file is left from a killed run.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dirfd)

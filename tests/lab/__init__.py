@@ -79,6 +79,15 @@ class LabError(RuntimeError):
     pass
 
 
+def hostile_case(label: bytes, uuid_hex: str, *, addresses: list[str], name: bytes = b"Cast", model: bytes = b"Chromecast",
+                 target: str = "evil.local.", port: int | None = 8009, txt: bytes | None = None) -> dict:
+    """One crafted announcement for Lab.add_hostile (see hostile.py for the fields)."""
+    if txt is None:
+        entries = [b"id=" + uuid_hex.encode(), b"md=" + model, b"fn=" + name, b"ve=05"]
+        txt = b"".join(bytes([len(e)]) + e for e in entries)
+    return {"instance": label.hex(), "target": target, "port": port, "txt": txt.hex(), "addresses": list(addresses)}
+
+
 def missing_requirements() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tests.lab import Lab, missing_requirements
+from tests.lab import Lab, hostile_case, missing_requirements
 
 IN_RANGE, OUTSIDE = 45000, 8000
 
@@ -29,10 +29,20 @@ def demo(devices: int) -> int:
             failures.append(what)
 
     say(f"Building a LAN in network namespaces: {devices} Cast devices (one hosts a Cast group), "
-        "a printer, and a workstation with ufw (default deny)")
+        "a printer, a hostile host, and a workstation with ufw (default deny)")
     with Lab(devices=devices, python="/usr/bin/python3") as lab:
         first = lab.devices[0]
-        print(f"   workstation {lab.ws_ip}; printer {lab.other_ip}; "
+        evil_ip = f"{lab.subnet}.66"
+        # A hostile host announces fake Cast devices: at the workstation's own
+        # address, at the subnet's broadcast address with a terminal escape
+        # sequence in its name, and behind a router.
+        lab.add_hostile([
+            hostile_case(b"Fake-1", "66" * 16, name=b"Totally a TV", addresses=[lab.ws_ip], target="fake-1.local."),
+            hostile_case(b"Fake-2", "67" * 16, name=b"TV\x1b[2J\x1b[31m pwned", addresses=[f"{lab.subnet}.255"], target="fake-2.local."),
+            hostile_case(b"Fake-3", "68" * 16, name=b"Far away TV", addresses=["10.9.9.9"], target="fake-3.local."),
+        ], evil_ip)
+        hostile_ns = lab.namespaces[-1]
+        print(f"   workstation {lab.ws_ip}; printer {lab.other_ip}; hostile host {evil_ip}; "
               + "; ".join(f"{d.name} {d.ip}" for d in lab.devices))
 
         say("Before castwall: a Cast device answers Chrome by UDP to a random local port")
@@ -47,6 +57,11 @@ def demo(devices: int) -> int:
         show(result)
         expect(result.returncode == 0, "setup exited 0")
 
+        rules = "\n".join(lab.ufw_added())
+        expect(lab.ws_ip not in rules and f"{lab.subnet}.255" not in rules and "10.9.9.9" not in rules,
+               "the fakes (the workstation's own address, the broadcast address, behind a router) got no rule")
+        expect("\x1b" not in result.stdout + result.stderr, "the escape sequence in a fake's name was shown escaped")
+
         say("castwall status (as an ordinary user)")
         result = lab.castwall("status", root=False)
         show(result)
@@ -56,11 +71,12 @@ def demo(devices: int) -> int:
         show(lab.ufw("status"))
 
         say("Traffic proof")
-        senders = {d.name: d.ns for d in lab.devices} | {"printer": lab.other_ns}
+        senders = {d.name: d.ns for d in lab.devices} | {"printer": lab.other_ns, "hostile host": hostile_ns}
         got = lab.udp_reaches(senders, IN_RANGE)
         for d in lab.devices:
             expect(d.name in got, f"{d.name} -> workstation UDP {IN_RANGE} (inside the port range): arrives")
         expect("printer" not in got, f"printer -> workstation UDP {IN_RANGE}: dropped (not a Cast device)")
+        expect("hostile host" not in got, f"hostile host -> workstation UDP {IN_RANGE}: dropped")
         got = lab.udp_reaches({first.name: first.ns}, OUTSIDE)
         expect(got == set(), f"{first.name} -> workstation UDP {OUTSIDE} (outside the range): dropped")
 
