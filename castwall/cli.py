@@ -387,9 +387,12 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
 
     Reports a device whose address moved since its rule was written, a rule
     for a device no longer seen, a new device without a rule, a port range
-    that changed since the rules were written, and ufw being inactive or
-    missing. With root it also checks the live ufw rules against the state
-    file. Exits 0 when all is in place and 3 when something needs action.
+    that changed since the rules were written, ufw being inactive or missing,
+    and an unusable state file. Devices that may get no rule are listed with
+    the reason. With root it also checks the live ufw rules against the state
+    file (a run killed part way shows here) and asks every device's address
+    by ARP: an address two hosts claim needs attention. Exits 0 when all is
+    in place and 3 when something needs action.
     """
     root = svc.is_root()
     port_range = read_port_range(svc.paths.port_range)
