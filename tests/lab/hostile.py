@@ -21,7 +21,7 @@ import socket
 import struct
 import sys
 
-from responder import A, ANY, GROUP, PORT, PTR, SERVICE, SRV, TXT, encode_name, parse_questions
+from responder import A, ANY, GROUP, PORT, PTR, SERVICE, SRV, TXT, encode_name, mdns_socket, next_query
 
 
 def encode_raw_label(instance: bytes) -> bytes:
@@ -56,22 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.cases) as f:
         packets = [packet(c) for c in json.load(f)]
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", PORT))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton(args.ip))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(args.ip))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    sock = mdns_socket(args.ip)
     with open(args.log, "a", buffering=1) as log:
         log.write(json.dumps({"event": "ready", "cases": len(packets)}) + "\n")
         while True:
-            data, (src, _) = sock.recvfrom(9000)
-            if src == args.ip:
-                continue
-            try:
-                questions = parse_questions(data)
-            except (ValueError, IndexError, struct.error):
-                continue
+            src, _, questions = next_query(sock, args.ip)
             if any(name.lower() == SERVICE.lower() and qtype in (PTR, ANY) for name, qtype, _ in questions):
                 # Answer by multicast whatever was asked, as a hostile host would.
                 for pkt in packets:

@@ -82,6 +82,29 @@ def answer(instance: str, target: str, ip: str, port: int, txt: list[bytes]) -> 
     return header + b"".join(answers) + b"".join(extra)
 
 
+def mdns_socket(ip: str) -> socket.socket:
+    """A socket on port 5353 in the mDNS group, sending from ip, not hearing itself."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", PORT))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton(ip))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ip))
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    return sock
+
+
+def next_query(sock: socket.socket, own_ip: str) -> tuple[str, int, list[tuple[str, int, bool]]]:
+    """Wait for the next well-formed query from another host: (source, port, questions)."""
+    while True:
+        data, (src, sport) = sock.recvfrom(9000)
+        if src == own_ip:
+            continue
+        try:
+            return src, sport, parse_questions(data)
+        except (ValueError, IndexError, struct.error):
+            continue
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--ip", required=True)
@@ -97,22 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     txt = [f"id={args.uuid}".encode(), f"md={args.model}".encode(), f"fn={args.name}".encode(), b"ve=05", b"ca=201221"]
     packet = answer(instance, target, args.ip, args.port, txt)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", PORT))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton(args.ip))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(args.ip))
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+    sock = mdns_socket(args.ip)
     with open(args.log, "a", buffering=1) as log:
         log.write(json.dumps({"event": "ready"}) + "\n")
         while True:
-            data, (src, sport) = sock.recvfrom(9000)
-            if src == args.ip:
-                continue
-            try:
-                questions = parse_questions(data)
-            except (ValueError, IndexError, struct.error):
-                continue
+            src, sport, questions = next_query(sock, args.ip)
             for name, qtype, qu in questions:
                 if name.lower() != SERVICE.lower() or qtype not in (PTR, ANY):
                     continue
