@@ -45,13 +45,12 @@ AUDIO_MODELS = frozenset(
 class Announcement:
     """The records of one announced instance, as received (not yet trusted).
 
-    port and target come from the SRV record (None when none arrived), txt is
-    the raw TXT rdata, addresses are the A records of the SRV target.
+    port comes from the SRV record (None when none arrived), txt is the raw
+    TXT rdata, addresses are the A records of the host the SRV record names.
     """
 
     instance: str
     port: int | None = None
-    target: str | None = None
     txt: bytes | None = None
     addresses: tuple[bytes, ...] = ()
 

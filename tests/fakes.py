@@ -143,7 +143,7 @@ def announcement(d: Device) -> Announcement:
     """The records a device like d announces (a Cast device's TXT keys)."""
     hexid = d.uuid.replace("-", "")
     body = txt_record(b"id=" + hexid.encode(), b"md=" + d.model.encode(), b"fn=" + d.name.encode(), b"ve=05")
-    return Announcement(f"Chromecast-{hexid}._googlecast._tcp.local.", d.port, f"{hexid}.local.", body,
+    return Announcement(f"Chromecast-{hexid}._googlecast._tcp.local.", d.port, body,
                         tuple(ip.packed for ip in d.addresses))
 
 

@@ -22,7 +22,7 @@ def cast(ip="192.168.77.101", *, fn=b"Living Room TV", md=b"Chromecast", uuid=UU
          instance="Chromecast-" + UUID_HEX, more=()) -> Announcement:
     entries = [b"id=" + uuid, b"md=" + md, b"fn=" + fn, b"ve=05", *more]
     addrs = tuple(socket.inet_aton(a) for a in ([ip] if isinstance(ip, str) else ip))
-    return Announcement(f"{instance}._googlecast._tcp.local.", port, f"{UUID_HEX}.local.", txt(*entries), addrs)
+    return Announcement(f"{instance}._googlecast._tcp.local.", port, txt(*entries), addrs)
 
 
 def test_a_real_device_announcement():
@@ -53,7 +53,7 @@ def test_hostile_names_come_out_as_one_safe_bounded_line():
 
 def test_announcements_that_describe_no_usable_device_are_rejected_with_a_reason():
     cases = {
-        "no TXT record": Announcement("A._googlecast._tcp.local.", 8009, "a.local.", None, (socket.inet_aton("192.168.77.5"),)),
+        "no TXT record": Announcement("A._googlecast._tcp.local.", 8009, None, (socket.inet_aton("192.168.77.5"),)),
         "no Cast device id": cast(uuid=b""),
         "is not a UUID": cast(uuid=b"../../etc/passwd"),
         "no SRV record": cast(port=None),
@@ -103,7 +103,6 @@ records = st.builds(
     Announcement,
     instance=st.text(max_size=80),
     port=st.one_of(st.none(), st.integers(-5, 70000)),
-    target=st.one_of(st.none(), st.text(max_size=20)),
     txt=st.one_of(st.none(), st.binary(max_size=300),
                   st.lists(st.binary(max_size=80), max_size=8).map(lambda es: txt(*es)),
                   st.builds(lambda fn, md: txt(b"id=" + UUID_HEX.encode(), b"fn=" + fn, b"md=" + md),

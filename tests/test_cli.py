@@ -268,7 +268,7 @@ def test_bug_is_one_line_unless_debug(lan):
 
 def hostile(name: bytes, ip: str, uuid_hex: str = "66" * 16, *, model: bytes = b"Chromecast") -> Announcement:
     body = txt_record(b"id=" + uuid_hex.encode(), b"md=" + model, b"fn=" + name)
-    return Announcement(f"Evil-{uuid_hex[:6]}\x1b[31m._googlecast._tcp.local.", 8009, "evil.local.", body,
+    return Announcement(f"Evil-{uuid_hex[:6]}\x1b[31m._googlecast._tcp.local.", 8009, body,
                         (ipaddress.ip_address(ip).packed,))
 
 

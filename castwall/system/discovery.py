@@ -89,7 +89,6 @@ def _announcements(zc, zeroconf) -> tuple[list[Announcement], list[tuple[str, in
         found.append(Announcement(
             instance=instance,
             port=srv.port if srv else None,
-            target=srv.server if srv else None,
             txt=txt.text if txt else None,
             addresses=addresses,
         ))
