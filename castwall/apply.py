@@ -53,10 +53,7 @@ def placed(steps: Sequence[Step], order: Sequence[Rule | None]) -> list[Step]:
             del current[index]
             out.append(replace(step, position=None if last else index + 1))
         else:
-            if step.position is None:
-                current.append(step.rule)
-            else:
-                current.insert(step.position - 1, step.rule)
+            current.append(step.rule)  # a planned add appends, as plain `ufw allow` does
             out.append(step)
     return out
 

@@ -209,8 +209,11 @@ def _timestamp(svc: Services) -> str:
     return svc.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _stamp(svc: Services) -> str:
-    return svc.now().strftime("%Y%m%dT%H%M%SZ")
+def _save_state(svc: Services, state: State, problem: str | None) -> None:
+    """Write the state file; an unusable one (problem) is first kept as a copy."""
+    kept = host.write_state(svc.paths.state_file, state, keep_old=bool(problem), stamp=svc.now().strftime("%Y%m%dT%H%M%SZ"))
+    if kept:
+        progress(f"The unusable state file was kept as {kept}.")
 
 
 @cli.command()
@@ -332,10 +335,7 @@ def setup(
 
         def save(rules: Sequence[Rule]) -> None:
             owned = [r for r in rules if r.owner]
-            state = next_state(previous, plan.devices, owned, port_range, _timestamp(svc))
-            kept = host.write_state(svc.paths.state_file, state, keep_old=bool(problem), stamp=_stamp(svc))
-            if kept:
-                progress(f"The unusable state file was kept as {kept}.")
+            _save_state(svc, next_state(previous, plan.devices, owned, port_range, _timestamp(svc)), problem)
 
         if not plan.empty:
             if not yes:
@@ -365,7 +365,7 @@ def _drift(recorded: State | None, owned: Sequence[Rule]) -> list[str]:
     """
     known = set(recorded.rules) if recorded else set()
     extra = [r for r in owned if r not in known]
-    gone = [r for r in known if r not in set(owned)]
+    gone = known - set(owned)
     out = []
     if extra and recorded is not None:
         out.append(f"ufw holds {len(extra)} castwall rule(s) the state file does not record (an interrupted run?): "
@@ -499,10 +499,7 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
             owners = {r.owner for r in remaining}
             devices = tuple(d for d in state.devices if d.uuid in owners)
             rules = tuple(sorted(remaining, key=Rule.sort_key))
-            new = State(state.port_range, devices, rules, _timestamp(svc))
-            kept = host.write_state(svc.paths.state_file, new, keep_old=bool(problem), stamp=_stamp(svc))
-            if kept:
-                progress(f"The unusable state file was kept as {kept}.")
+            _save_state(svc, State(state.port_range, devices, rules, _timestamp(svc)), problem)
 
         with deferred_signals() as interrupted:
             run_transaction(firewall, placed(steps, order), finish=finish, interrupted=interrupted, progress=progress)
