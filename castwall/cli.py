@@ -13,14 +13,16 @@ from typing import Callable, Sequence
 import click
 
 from castwall import __version__
+from castwall import hints as hintlib
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, placed, run_transaction
 from castwall.announcement import Announcement, Rejected, collate, link_groups
 from castwall.errors import CastwallError, Declined, ExitCode, NeedRoot, NotFound, UsageError
 from castwall.model import Address, Device, Rule, State
-from castwall.planner import Trust, assess, next_state, plan_setup, screen, select_devices, select_rules_to_remove
+from castwall.planner import Trust, assess, next_state, plan_setup, refusal, screen, select_devices, select_rules_to_remove
 from castwall.system import host
 from castwall.system.discovery import discover as discover_devices
+from castwall.system.dnsmasq import Change, Dnsmasq
 from castwall.system.interfaces import NetInterface, choose_interfaces, list_interfaces, own_addresses
 from castwall.system.neighbours import NeighbourTable, poke, resolve_macs, scapy_arp
 from castwall.system.runner import Runner, SubprocessRunner
@@ -49,6 +51,9 @@ class Services:
 
     def firewall(self) -> UfwFirewall:
         return UfwFirewall(self.runner)
+
+    def dnsmasq(self) -> Dnsmasq:
+        return Dnsmasq(self.runner, self.paths.dnsmasq_dir)
 
 
 def progress(message: str) -> None:
@@ -266,6 +271,9 @@ class AddressType(click.ParamType):
 @click.option("--allow-public", is_flag=True, help="Also allow devices with public (globally routed) addresses.")
 @click.option("--allow-contested", "contested", multiple=True, type=AddressType(), metavar="ADDRESS",
               help="Allow this address although two hosts or two announcements claim it (repeatable).")
+@click.option("--reserve", type=click.Choice(["dnsmasq"]), default=None,
+              help="Also make the DHCP reservations on this machine's dnsmasq: a drop-in file of castwall's own "
+                   "in /etc/dnsmasq.d, checked with 'dnsmasq --test', then dnsmasq is restarted.")
 @click.pass_obj
 def setup(
     svc: Services,
@@ -277,6 +285,7 @@ def setup(
     allow_routed: bool,
     allow_public: bool,
     contested: tuple[Address, ...],
+    reserve: str | None,
 ) -> None:
     """Allow each Cast device through ufw (needs root unless --dry-run).
 
@@ -291,6 +300,12 @@ def setup(
     refuses, with the reason, special addresses, this computer's own, routed
     or public ones, and addresses that two hosts or two announcements claim.
     The --allow-* options lift those refusals one kind at a time.
+
+    With --reserve dnsmasq, on a machine that is the LAN's DHCP server with
+    dnsmasq, setup also writes the reservations of the devices that have a
+    rule to /etc/dnsmasq.d/castwall.conf (its own file; no other is touched),
+    checks it with 'dnsmasq --test' before putting it in place and restarts
+    dnsmasq, all in the same transaction as the ufw changes.
     """
     root = svc.is_root()
     if not root and not dry_run:
@@ -298,6 +313,8 @@ def setup(
     firewall = svc.firewall()
     if root:
         firewall.require()
+    dns = svc.dnsmasq() if reserve else None
+    unit = dns.require() if dns else None
     port_range = read_port_range(svc.paths.port_range)
     previous, problem = host.read_state(svc.paths.state_file)
     if problem:
@@ -328,7 +345,11 @@ def setup(
             active = None
             warn("not root: ufw's rules were taken from the state file, not read from ufw")
         plan = planned(current)
-        click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else ()))
+        networks = [a for i in survey.interfaces for a in i.addresses]
+        found = hintlib.collect(plan.devices, networks, survey.refused)
+        change = _reservations(dns, plan, previous, networks) if dns else None
+        click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else (),
+                                    hints=found, extra=[change.describe()] if change else ()))
         if dry_run:
             click.echo("\nDry run: nothing was changed.")
             return
@@ -337,24 +358,53 @@ def setup(
             owned = [r for r in rules if r.owner]
             _save_state(svc, next_state(previous, plan.devices, owned, port_range, _timestamp(svc)), problem)
 
-        if not plan.empty:
+        if not plan.empty or (change and not change.empty):
             if not yes:
                 click.echo("")
-                _confirm(f"Run these {len(plan.steps)} ufw command(s)?")
+                _confirm(_question(len(plan.steps), change))
 
             def finish() -> None:
                 after = firewall.rules().rules
                 check_empty(planned(after).steps)
-                save(after)
+                with dns.applied(change, unit, progress) if dns and change else contextlib.nullcontext():
+                    save(after)
 
-            with deferred_signals() as interrupted:
-                run_transaction(firewall, placed(plan.steps, order), finish=finish, interrupted=interrupted, progress=progress)
-            click.echo(f"\nDone: {len(plan.steps)} ufw change(s) applied and verified. {render.allowed_summary(plan)}")
+            if dns and change:
+                dns.stage(change)
+            try:
+                with deferred_signals() as interrupted:
+                    run_transaction(firewall, placed(plan.steps, order), finish=finish, interrupted=interrupted, progress=progress)
+            finally:
+                if dns:
+                    dns.discard()
+            click.echo(f"\nDone: {_done(len(plan.steps), change)} {render.allowed_summary(plan)}")
         else:
             save(current)
             click.echo(f"\nNothing to change: every device already has its rule. {render.allowed_summary(plan)}")
         if active is False:
             warn("ufw is INACTIVE: these rules have no effect until you run 'sudo ufw enable' (castwall does not enable it for you)")
+
+
+def _reservations(dns: Dnsmasq, plan, previous: State | None, networks) -> Change:
+    """The drop-in for every device that has a castwall rule once the plan has run."""
+    owners = {r.owner for r in plan.wanted_rules()}
+    pool = {d.uuid: d for d in (previous.devices if previous else ())}
+    pool.update({d.uuid: d for d in plan.devices})
+    return dns.plan(hintlib.collect([d for u, d in pool.items() if u in owners], networks))
+
+
+def _question(steps: int, change: Change | None) -> str:
+    parts = [f"{steps} ufw command(s)"] if steps else []
+    if change and not change.empty:
+        parts.append("the dnsmasq change")
+    return f"Run {' and '.join(parts)}?"
+
+
+def _done(steps: int, change: Change | None) -> str:
+    parts = [f"{steps} ufw change(s) applied and verified."] if steps else []
+    if change and not change.empty:
+        parts.append(f"dnsmasq restarted with {change.path}." if change.new else f"{change.path} removed; dnsmasq restarted.")
+    return " ".join(parts)
 
 
 def _drift(recorded: State | None, owned: Sequence[Rule]) -> list[str]:
@@ -481,17 +531,30 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
         steps, unmatched = select_rules_to_remove(owned, state.devices, selectors)
         if unmatched:
             raise NotFound(f"castwall has no rule for {', '.join(repr(s) for s in unmatched)}")
-        if not steps:
+        dns = svc.dnsmasq()
+        removed = {s.rule for s in steps}
+        staying = {r.owner for r in owned if r not in removed}
+        change = dns.removal(None if remove_all else {d.mac for d in state.devices if d.uuid in staying and d.mac})
+        if change is not None and change.empty:
+            change = None
+        if not steps and change is None:
             click.echo("castwall has no rules in ufw; nothing to remove.")
             return
-        click.echo(f"ufw commands castwall will run ({len(steps)}):")
-        click.echo(render.steps_text(steps))
+        if steps:
+            click.echo(f"ufw commands castwall will run ({len(steps)}):")
+            click.echo(render.steps_text(steps))
+        if change:
+            click.echo(("\n" if steps else "") + change.describe())
+        unit = dns.active_unit() if change else None
+        if change and unit is None:
+            warn("dnsmasq is not running as a systemd service: the drop-in changes, but restart dnsmasq yourself to load it")
         if dry_run:
             click.echo("\nDry run: nothing was changed.")
             return
         if not yes:
             click.echo("")
-            _confirm(f"Delete these {len(steps)} rule(s)?")
+            _confirm(f"Delete these {len(steps)} rule(s)" + (" and change the dnsmasq drop-in?" if change else "?")
+                     if steps else "Change the dnsmasq drop-in?")
 
         def finish() -> None:
             remaining = firewall.rules().owned
@@ -499,11 +562,109 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
             owners = {r.owner for r in remaining}
             devices = tuple(d for d in state.devices if d.uuid in owners)
             rules = tuple(sorted(remaining, key=Rule.sort_key))
-            _save_state(svc, State(state.port_range, devices, rules, _timestamp(svc)), problem)
+            with dns.applied(change, unit, progress) if change else contextlib.nullcontext():
+                _save_state(svc, State(state.port_range, devices, rules, _timestamp(svc)), problem)
 
-        with deferred_signals() as interrupted:
-            run_transaction(firewall, placed(steps, order), finish=finish, interrupted=interrupted, progress=progress)
-        click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched.")
+        if change:
+            dns.stage(change)
+        try:
+            with deferred_signals() as interrupted:
+                run_transaction(firewall, placed(steps, order), finish=finish, interrupted=interrupted, progress=progress)
+        finally:
+            dns.discard()
+        click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched."
+                   + (f" {_done(0, change)}" if change else ""))
+
+
+class FormatType(click.ParamType):
+    """A hint format by name or alias; 'list' asks for the list of them."""
+
+    name = "format"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, hintlib.Format) or value == "list":
+            return value
+        found = hintlib.find_format(value)
+        if found is None:
+            self.fail(f"unknown format {value!r}; 'castwall hints --format list' names them", param, ctx)
+        return found
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        names = ["list"] + [f.name for f in hintlib.FORMATS]
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FormatType(), default=None, metavar="FORMAT",
+              help="The router's syntax: plain (default), dnsmasq, openwrt, openwrt-config, isc-dhcpd, kea, "
+                   "mikrotik, pfsense, edgeos, vyos, networkd, csv or json; 'list' describes them.")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (the same as --format json).")
+@click.option("--no-discover", is_flag=True, help="Use only the devices saved by setup; do not look for devices.")
+@timeout_option
+@interface_option
+@click.pass_obj
+def hints(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_discover: bool, timeout: float,
+          interfaces: tuple[str, ...]) -> None:
+    """Print DHCP reservations for your router, in its own syntax (no root needed).
+
+    A reservation makes the router's DHCP server always give a device the
+    same address, so castwall's rule for that address stays right. The hints
+    cover the devices seen now and those saved by setup. Each gets a host
+    name made from its friendly name: a valid DNS label, unique in the
+    output, the same on every run. Cast groups, devices whose MAC address is
+    unknown, devices reached through a router and devices refused a rule are
+    named with the reason instead (on standard error, except in the plain and
+    json formats, which list them themselves).
+    """
+    if fmt == "list":
+        click.echo(hintlib.format_list(), nl=False)
+        return
+    if as_json and fmt is not None and fmt.name != "json":
+        raise UsageError(f"--json prints JSON; it cannot be combined with --format {fmt.name}")
+    fmt = hintlib.find_format("json") if as_json else (fmt or hintlib.find_format("plain"))
+    state, problem = host.read_state(svc.paths.state_file)
+    if problem:
+        warn(f"{problem}; only the devices seen now are used")
+    saved = list(state.devices) if state else []
+    every = svc.interfaces()
+    if no_discover:
+        chosen = choose_interfaces(every, interfaces)
+        seen: list[Device] = []
+        refused: dict[str, str] = {}
+    else:
+        survey = _survey(svc, interfaces, timeout, svc.is_root())
+        _show_rejected(survey)
+        chosen, seen, refused = survey.interfaces, survey.devices, dict(survey.refused)
+    networks = [a for i in chosen for a in i.addresses]
+    own = own_addresses(every)
+    seen_uuids = {d.uuid for d in seen}
+    unseen = [d for d in saved if d.uuid not in seen_uuids]
+    for d in unseen:
+        why = d.contested or refusal(d.ip, networks, own)
+        if why:
+            refused[d.uuid] = why
+    devices = seen + unseen
+    if not devices:
+        if no_discover:
+            raise NotFound("castwall has saved no devices yet: run 'castwall setup', or leave out --no-discover")
+        raise NotFound(f"no Cast device answered within {timeout:g} s, and castwall has saved none")
+    scope, unmatched = select_devices(devices, selectors)
+    if unmatched:
+        raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
+    found = hintlib.collect(devices, networks, refused, unseen=frozenset(d.uuid for d in unseen))
+    if scope is not None:
+        found = hintlib.Hints(tuple(r for r in found.reservations if r.uuid in scope),
+                              tuple(o for o in found.omitted if o.uuid in scope))
+    if fmt.render is None:
+        click.echo(json.dumps(render.document("hints", **hintlib.hints_json(found)), indent=2))
+    else:
+        click.echo(fmt.render(found), nl=False)
+    if not fmt.lists_omitted:
+        for o in found.omitted:
+            click.echo(f"castwall: note: no reservation for {o.name} ({o.ip}): {o.reason}", err=True)
 
 
 def main() -> None:

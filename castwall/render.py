@@ -6,6 +6,7 @@ import shlex
 from typing import Mapping, Sequence
 
 from castwall import __version__
+from castwall.hints import Hints, plain_rows
 from castwall.model import Device, Kind, Plan, PortRange, Rule, State, Step
 from castwall.planner import Finding
 from castwall.sanitize import safe_text
@@ -57,33 +58,38 @@ def device_table(devices: Sequence[Device], refused: Mapping[str, str] | None = 
     return table(["NAME", "MODEL", "KIND", "ADDRESS", "PORT", "MAC", "UUID", "NOTE"], rows)
 
 
-def reservation_hints(devices: Sequence[Device]) -> list[str]:
-    """Plain DHCP reservation hints, one line per physical device."""
-    lines = []
-    for d in devices:
-        if d.kind is Kind.GROUP:
-            continue
-        if d.mac:
-            lines.append(f"{safe_text(d.name)}: reserve {d.ip} for MAC {d.mac}")
-        else:
-            lines.append(f"{safe_text(d.name)}: no hint ({d.mac_note or 'MAC unknown'})")
-    return lines
-
-
 def command_line(step: Step) -> str:
     return shlex.join(("ufw",) + step.ufw_args())
 
 
-def plan_text(plan: Plan, *, source: str, known: Sequence[Device] = ()) -> str:
-    """The plan as the user approves it: devices, hints, commands, and what ufw lets in afterwards."""
+def hint_lines(hints: Hints) -> list[str]:
+    """setup's short form of the plain hints: the reservations, and why a device has none."""
+    out = []
+    if hints.reservations:
+        out += ["DHCP reservations to make on your router, so these addresses never change",
+                "('castwall hints --format list' shows the syntax of many routers):"]
+        out += plain_rows(hints.reservations)
+    # Groups share their host's reservation, and refused devices are listed with the skipped ones.
+    why_not = [o for o in hints.omitted if o.code not in ("group", "refused")]
+    if why_not:
+        out += ["No DHCP reservation hint for:"]
+        out += [f"  {o.name} ({o.ip}): {o.reason}" for o in why_not]
+    return out
+
+
+def plan_text(plan: Plan, *, source: str, known: Sequence[Device] = (), hints: Hints | None = None,
+              extra: Sequence[str] = ()) -> str:
+    """The plan as the user approves it: devices, hints, commands, and what ufw lets in afterwards.
+
+    extra holds further sections of the plan (the dnsmasq drop-in, with --reserve).
+    """
     out = [f"Port range: {plan.port_range} (from {source})", ""]
     out.append(f"Devices ({len(plan.devices)}):")
     refused = {s.device.uuid: "see below" for s in plan.skipped if s.refused}
     out.extend("  " + line for line in device_table(plan.devices, refused).splitlines())
-    hints = reservation_hints([d for d in plan.devices if d.uuid not in refused])
-    if hints:
-        out += ["", "DHCP reservations to make on your router, so these addresses never change:"]
-        out.extend(f"  {h}" for h in hints)
+    lines = hint_lines(hints) if hints else []
+    if lines:
+        out += [""] + lines
     if plan.skipped:
         out += ["", f"Without a rule of their own ({len(plan.skipped)}):"]
         out.extend(f"  {safe_text(s.device.name)} ({s.device.ip}): {s.reason}" for s in plan.skipped)
@@ -93,6 +99,8 @@ def plan_text(plan: Plan, *, source: str, known: Sequence[Device] = ()) -> str:
         out.append(steps_text(plan.steps))
     else:
         out.append("ufw: nothing to change.")
+    for section in extra:
+        out += ["", section]
     out += ["", allowed_list(plan, known)]
     return "\n".join(out)
 

@@ -38,6 +38,10 @@ class FakeUfw:
     ip_addr: str = field(default_factory=lambda: data("ip-addr.json"))
     calls: list[tuple[str, ...]] = field(default_factory=list)
     changes: int = 0
+    dnsmasq_unit: str | None = "dnsmasq.service"  # the active unit systemctl reports, None: none
+    dnsmasq_rejects: bool = False  # `dnsmasq --test` fails
+    restart_fails: set[int] = field(default_factory=set)  # 1-based numbers of `systemctl restart` calls that fail
+    restarts: int = 0
 
     def which(self, program: str) -> str | None:
         if program == "ufw" and not self.installed:
@@ -51,6 +55,18 @@ class FakeUfw:
             return Completed(argv, 0, self.ip_addr, "")
         if argv[:2] == ("ip", "-j"):
             return Completed(argv, 0, "[]", "")
+        if argv[0] == "systemctl":
+            if argv[1] == "is-active":
+                return Completed(argv, 0 if argv[-1] == self.dnsmasq_unit else 3, "", "")
+            if argv[1] == "restart":
+                self.restarts += 1
+                if self.restarts in self.restart_fails:
+                    return Completed(argv, 1, "", "Job for dnsmasq.service failed because the control process exited with error code.\n")
+                return Completed(argv, 0, "", "")
+        if argv[0] == "dnsmasq":
+            if self.dnsmasq_rejects:
+                return Completed(argv, 1, "", "\ndnsmasq: bad DHCP host name at line 4 of x\n")
+            return Completed(argv, 0, "", "dnsmasq: syntax check OK.\n")
         assert argv[0] == "ufw", argv
         if not self.root:
             return Completed(argv, 1, "", "ERROR: You need to be root to run this script\n")
@@ -176,6 +192,7 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         lock_file=tmp_path / "run" / "castwall.lock",
         port_range=tmp_path / "ip_local_port_range",
         arp=tmp_path / "arp",
+        dnsmasq_dir=tmp_path / "dnsmasq.d",
     )
     paths.port_range.write_text(port_range)
     paths.arp.write_text(arp_text(devices))

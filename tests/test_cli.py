@@ -1,6 +1,7 @@
 """The command line with fakes at the process boundary: output, files and exit codes."""
 
 import fcntl
+import re
 import ipaddress
 import json
 import os
@@ -55,7 +56,7 @@ def test_setup_writes_one_tagged_rule_per_device_and_saves_state(lan):
         f"ufw allow from 192.168.77.101 to any port 32768:60999 proto udp comment 'castwall:{LAN[0].uuid}'",
         f"ufw allow from 192.168.77.102 to any port 32768:60999 proto udp comment 'castwall:{LAN[1].uuid}'",
     ]
-    assert "Living Room TV: reserve 192.168.77.101 for MAC 02:ca:57:00:00:01" in result.output
+    assert re.search(r"\n  living-room-tv +02:ca:57:00:00:01 +192\.168\.77\.101 +Living Room TV\n", result.output)
     assert "ufw allow proto udp from 192.168.77.101 to any port 32768:60999 comment castwall:" in result.output
     state_file = lan.paths.state_file
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o644

@@ -8,7 +8,7 @@ import fcntl
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,6 +20,7 @@ from castwall.system.neighbours import ARP_PATH
 from castwall.system.sysctl import PORT_RANGE_PATH
 
 STATE_DIR_ENV = "CASTWALL_STATE_DIR"
+DNSMASQ_DIR_ENV = "CASTWALL_DNSMASQ_DIR"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Paths:
     lock_file: Path = Path("/run/castwall.lock")
     port_range: Path = PORT_RANGE_PATH
     arp: Path = ARP_PATH
+    dnsmasq_dir: Path = Path("/etc/dnsmasq.d")
 
     @property
     def state_file(self) -> Path:
@@ -35,8 +37,12 @@ class Paths:
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> Paths:
-        custom = environ.get(STATE_DIR_ENV)
-        return cls(state_dir=Path(custom)) if custom else cls()
+        paths = cls()
+        if environ.get(STATE_DIR_ENV):
+            paths = replace(paths, state_dir=Path(environ[STATE_DIR_ENV]))
+        if environ.get(DNSMASQ_DIR_ENV):
+            paths = replace(paths, dnsmasq_dir=Path(environ[DNSMASQ_DIR_ENV]))
+        return paths
 
 
 def is_root() -> bool:
