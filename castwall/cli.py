@@ -126,7 +126,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     addresses, reads the local port range and allows UDP from each device's
     address to that range, so casting from Chrome works while ufw keeps
     denying everything else. It suggests a DHCP reservation for each device so
-    its address, and so its rule, stays valid.
+    its address, and so its rule, stays valid ('castwall hints' prints them in
+    the syntax of many routers).
 
     \b
     Exit codes:
@@ -135,8 +136,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
       2  usage error
       3  status: something needs attention
       4  root needed
-      5  a required program is missing (ufw, ip)
-      6  a ufw command failed; any change of the run was undone
+      5  a required program is missing (ufw, ip; dnsmasq for --reserve)
+      6  a ufw command or the dnsmasq reservations failed; any change of the run was undone
       7  a firewall change failed and could not be fully undone
       8  unusable system data (port range, state file, command output)
       9  no Cast device found, or --device matched nothing
@@ -654,7 +655,8 @@ def hints(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_disc
     scope, unmatched = select_devices(devices, selectors)
     if unmatched:
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
-    found = hintlib.collect(devices, networks, refused, unseen=frozenset(d.uuid for d in unseen))
+    # With --no-discover nothing was looked for, so nothing is marked as not seen.
+    found = hintlib.collect(devices, networks, refused, unseen=frozenset() if no_discover else frozenset(d.uuid for d in unseen))
     if scope is not None:
         found = hintlib.Hints(tuple(r for r in found.reservations if r.uuid in scope),
                               tuple(o for o in found.omitted if o.uuid in scope))

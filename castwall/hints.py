@@ -252,8 +252,8 @@ def _header(hints: Hints, *lines: str, mark: str = "#") -> list[str]:
     return [f"{mark} {t}".rstrip() for t in text]
 
 
-def render_dnsmasq(hints: Hints) -> str:
-    out = _header(hints, "For dnsmasq or Pi-hole: a file in /etc/dnsmasq.d/, then restart dnsmasq.")
+def render_dnsmasq(hints: Hints, header: bool = True) -> str:
+    out = _header(hints, "For dnsmasq or Pi-hole: a file in /etc/dnsmasq.d/, then restart dnsmasq.") if header else []
     for r in hints.reservations:
         out += [f"# {r.comment}{_seen_note(r)}", f"dhcp-host={r.mac},{r.ip},{r.host}"]
     return "\n".join(out) + "\n"

@@ -43,7 +43,8 @@ def test_scapy_only_in_neighbours():
 
 
 def test_pure_core_does_not_reach_into_system_or_cli():
-    for module in ("castwall.model", "castwall.announcement", "castwall.planner", "castwall.render", "castwall.state", "castwall.sanitize", "castwall.errors", "castwall.apply"):
+    for module in ("castwall.model", "castwall.announcement", "castwall.planner", "castwall.render", "castwall.state",
+                   "castwall.sanitize", "castwall.errors", "castwall.apply", "castwall.hints"):
         bad = {n for n in modules()[module] if n.startswith("castwall.system") or n == "castwall.cli"}
         assert not bad, f"{module} imports {bad}"
 

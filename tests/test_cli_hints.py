@@ -97,7 +97,9 @@ def test_saved_devices_are_used_when_not_seen_and_with_no_discover(tmp_path):
     assert any(r.startswith("living-room-tv,02:ca:57:00:00:01,192.168.77.101,192.168.77.0/24,") and r.endswith(",no")
                for r in rows)
     offline = run(gone, "hints", "--no-discover", "--format", "dnsmasq")
-    assert offline.exit_code == 0 and "saved by castwall setup, not seen now" in offline.output
+    assert offline.exit_code == 0 and "dhcp-host=02:ca:57:00:00:01,192.168.77.101,living-room-tv" in offline.output
+    assert "not seen now" not in offline.output  # nothing was looked for
+    assert "saved by castwall setup, not seen now" in run(gone, "hints", "--format", "dnsmasq").output
 
 
 def test_nothing_known_is_not_found(tmp_path):

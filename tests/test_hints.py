@@ -24,7 +24,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from castwall import hints
-from castwall.model import Device, Kind
 from tests.hint_devices import DEVICES, NETWORKS, REFUSED, UNSEEN, dev, uid
 
 GOLDEN = Path(__file__).with_name("golden")

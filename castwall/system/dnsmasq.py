@@ -35,7 +35,7 @@ _MAC = re.compile(r"(?<![0-9a-f:])([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?![0-9a-f:])"
 
 
 def dropin_text(hints: Hints) -> str:
-    return HEADER + render_dnsmasq(hints)
+    return HEADER + render_dnsmasq(hints, header=False)
 
 
 def reserved_in(text: str) -> tuple[set[str], set[str]]:

@@ -67,6 +67,12 @@ def demo(devices: int) -> int:
         show(result)
         expect(result.returncode == 0, "status: all in place (exit 0)")
 
+        say("castwall hints --format dnsmasq --no-discover (DHCP reservations for the router)")
+        result = lab.castwall("hints", "--format", "dnsmasq", "--no-discover", root=False)
+        show(result)
+        expect(result.returncode == 0 and all(f"dhcp-host={d.mac},{d.ip}," in result.stdout for d in lab.devices),
+               "one dnsmasq reservation per device, with its MAC and address")
+
         say("sudo ufw status (in the workstation)")
         show(lab.ufw("status"))
 
