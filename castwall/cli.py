@@ -636,15 +636,19 @@ def hints(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_disc
         seen: list[Device] = []
         refused: dict[str, str] = {}
     else:
-        survey = _survey(svc, interfaces, timeout, svc.is_root())
+        root = svc.is_root()
+        survey = _survey(svc, interfaces, timeout, root, check_claims=root)
         _show_rejected(survey)
         chosen, seen, refused = survey.interfaces, survey.devices, dict(survey.refused)
     networks = [a for i in chosen for a in i.addresses]
     own = own_addresses(every)
+    # An address the user approved in setup (--allow-*) keeps its reservation.
+    approved = {(r.owner, r.ip) for r in (state.rules if state else ())}
+    refused = {u: why for u, why in refused.items() if not any((u, d.ip) in approved for d in seen if d.uuid == u)}
     seen_uuids = {d.uuid for d in seen}
     unseen = [d for d in saved if d.uuid not in seen_uuids]
     for d in unseen:
-        why = d.contested or refusal(d.ip, networks, own)
+        why = None if (d.uuid, d.ip) in approved else (d.contested or refusal(d.ip, networks, own))
         if why:
             refused[d.uuid] = why
     devices = seen + unseen

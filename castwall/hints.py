@@ -340,32 +340,45 @@ def render_mikrotik(hints: Hints) -> str:
 def render_pfsense(hints: Hints) -> str:
     out = [
         '<?xml version="1.0"?>',
-        f"<!-- DHCP static mappings for {_count(hints)}, from castwall, for pfSense or OPNsense.",
-        "     Add them in Services > DHCP Server > LAN > Static Mappings, or merge the staticmap",
-        "     elements into dhcpd > lan (or the interface that serves them) of config.xml. -->",
+        f"<!-- DHCP static mappings for {_count(hints)}, from castwall, for pfSense or OPNsense (ISC DHCP).",
+        "     Add them in Services > DHCP Server > (interface) > Static Mappings, or merge the",
+        "     staticmap elements into dhcpd > (interface) of config.xml. Each address must lie",
+        "     in the subnet of the interface that serves it, outside its dynamic range. -->",
         "<dhcpd>",
-        "\t<lan>",
     ]
-    for r in hints.reservations:
-        out += [
-            "\t\t<staticmap>",
-            f"\t\t\t<mac>{r.mac}</mac>",
-            f"\t\t\t<ipaddr>{r.ip}</ipaddr>",
-            f"\t\t\t<hostname>{r.host}</hostname>",
-            f"\t\t\t<descr>{xml_escape(r.name)}</descr>",
-            "\t\t</staticmap>",
-        ]
-    out += ["\t</lan>", "</dhcpd>"]
+    several = len(hints.subnets) > 1
+    for i, net in enumerate(hints.subnets):
+        tag = "lan" if i == 0 else f"opt{i}"
+        if several:
+            out.append(f"\t<!-- {net}: rename {tag} to the interface that serves this subnet if it differs -->")
+        out.append(f"\t<{tag}>")
+        for r in (r for r in hints.reservations if r.subnet == net):
+            out += [
+                "\t\t<staticmap>",
+                f"\t\t\t<mac>{r.mac}</mac>",
+                f"\t\t\t<ipaddr>{r.ip}</ipaddr>",
+                f"\t\t\t<hostname>{r.host}</hostname>",
+                f"\t\t\t<descr>{xml_escape(r.name)}</descr>",
+                "\t\t</staticmap>",
+            ]
+        out.append(f"\t</{tag}>")
+    if not hints.subnets:
+        out += ["\t<lan>", "\t</lan>"]
+    out.append("</dhcpd>")
     return "\n".join(out) + "\n"
 
 
 def _vyos(hints: Hints, mac_word: str, *notes: str) -> str:
-    out = _header(hints, *notes, "Replace LAN with your shared-network-name (see: show service dhcp-server).")
+    out = _header(hints, *notes, "Replace LAN with the shared-network-name that holds each subnet",
+                  "(see: show service dhcp-server).")
     if hints.reservations:
         out.append("configure")
-    for r in hints.reservations:
-        base = f"set service dhcp-server shared-network-name LAN subnet {r.subnet} static-mapping {r.host}"
-        out += [f"# {r.comment}{_seen_note(r)}", f"{base} ip-address {r.ip}", f"{base} {mac_word} {r.mac}"]
+    for net in hints.subnets:
+        if len(hints.subnets) > 1:
+            out.append(f"# Subnet {net}")
+        for r in (r for r in hints.reservations if r.subnet == net):
+            base = f"set service dhcp-server shared-network-name LAN subnet {r.subnet} static-mapping {r.host}"
+            out += [f"# {r.comment}{_seen_note(r)}", f"{base} ip-address {r.ip}", f"{base} {mac_word} {r.mac}"]
     if hints.reservations:
         out += ["commit", "save", "exit"]
     return "\n".join(out) + "\n"
@@ -382,9 +395,12 @@ def render_vyos(hints: Hints) -> str:
 
 def render_networkd(hints: Hints) -> str:
     out = _header(hints, "For systemd-networkd: add to the .network file of the interface that has",
-                  "DHCPServer=yes, then run: networkctl reload")
-    for r in hints.reservations:
-        out += ["", f"# {r.comment}{_seen_note(r)}", "[DHCPServerStaticLease]", f"MACAddress={r.mac}", f"Address={r.ip}"]
+                  "DHCPServer=yes and serves the subnet, then run: networkctl reload")
+    for net in hints.subnets:
+        if len(hints.subnets) > 1:
+            out += ["", f"# For the .network file of the interface on {net}:"]
+        for r in (r for r in hints.reservations if r.subnet == net):
+            out += ["", f"# {r.comment}{_seen_note(r)}", "[DHCPServerStaticLease]", f"MACAddress={r.mac}", f"Address={r.ip}"]
     return "\n".join(out) + "\n"
 
 
@@ -432,7 +448,7 @@ FORMATS = (
     Format("openwrt", "OpenWrt: uci commands", render_openwrt, ("uci",)),
     Format("openwrt-config", "OpenWrt: config host sections for /etc/config/dhcp", render_openwrt_config),
     Format("isc-dhcpd", "ISC dhcpd: host declarations for dhcpd.conf", render_dhcpd, ("dhcpd",)),
-    Format("kea", "Kea DHCPv4: subnet4 reservations (JSON)", render_kea, ("kea-dhcp4",)),
+    Format("kea", "Kea DHCPv4: subnet4 reservations (JSON) to merge into your subnets", render_kea, ("kea-dhcp4",)),
     Format("mikrotik", "MikroTik RouterOS: /ip dhcp-server lease commands", render_mikrotik, ("routeros",)),
     Format("pfsense", "pfSense and OPNsense: staticmap XML", render_pfsense, ("opnsense",)),
     Format("edgeos", "Ubiquiti EdgeOS and VyOS 1.4 or older: set commands", render_edgeos, ("vyos-1.4",)),

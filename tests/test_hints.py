@@ -180,6 +180,8 @@ LINE_SHAPES = {
              r"set service dhcp-server shared-network-name LAN subnet [0-9./]+ static-mapping [a-z][a-z0-9-]* "
              r"(ip-address [0-9.]+|mac [0-9a-f:]{17})"],
     "networkd": [r"", r"\[DHCPServerStaticLease\]", r"MACAddress=[0-9a-f:]{17}", r"Address=[0-9.]+"],
+    "pfsense": [r'<\?xml version="1\.0"\?>', r"<!-- .*", r"     .*", r"</?dhcpd>", r"\t</?lan>", r"\t\t</?staticmap>",
+                r"\t\t\t<(mac|ipaddr|hostname)>[a-z0-9:.-]+</\1>", r"\t\t\t<descr>[^<>]*</descr>"],
 }
 
 
@@ -199,6 +201,7 @@ def test_hostile_names_give_only_well_formed_lines_in_every_format(given_names):
     kea = json.loads(hints.render_kea(found))
     assert sum(len(s["reservations"]) for s in kea["subnet4"]) == len(given_names)
     root = ET.fromstring(hints.render_pfsense(found).encode())
+    assert [e.tag for e in root] == ["lan"]  # one subnet, one interface
     assert [m.findtext("mac") for m in root.iter("staticmap")] == [r.mac for r in found.reservations]
     assert [m.findtext("descr") for m in root.iter("staticmap")] == [r.name for r in found.reservations]
     rows = list(csv.DictReader(io.StringIO(hints.render_csv(found))))
@@ -207,6 +210,13 @@ def test_hostile_names_give_only_well_formed_lines_in_every_format(given_names):
         assert row["name"][:1] not in ("=", "+", "-", "@") and row["model"][:1] not in ("=", "+", "-", "@")
     for text in (hints.render_plain(found), hints.render_pfsense(found), hints.render_csv(found)):
         assert all(ch.isprintable() or ch in "\n\t" for ch in text)
+
+
+def test_each_subnet_gets_its_own_interface_in_pfsense_xml():
+    root = ET.fromstring(hints.render_pfsense(the_hints()).encode())
+    assert [e.tag for e in root] == ["lan", "opt1"]
+    assert [m.findtext("ipaddr") for m in root.find("lan").iter("staticmap")] == ["10.0.5.20"]
+    assert len(list(root.find("opt1").iter("staticmap"))) == 9
 
 
 def test_json_format_lists_reservations_and_omissions():

@@ -76,6 +76,8 @@ class Change:
 
     def describe(self) -> str:
         n = len(self.hints.reservations)
+        if self.empty and self.new is None:
+            return "dnsmasq: no device with a rule has a reservation to make; no drop-in is written."
         if self.empty:
             return f"dnsmasq: {self.path} already holds these {n} reservation(s); nothing to change."
         if self.new is None:
