@@ -159,6 +159,12 @@ class Survey:
     rejected: list[Rejected]  # announcements that describe no usable device
     refused: dict[str, str]  # UUID -> why that device may get no rule
     interfaces: list[NetInterface]
+    own: set[Address]  # every address of this computer
+
+    @property
+    def networks(self) -> list:
+        """The chosen interfaces' addresses, with their prefixes."""
+        return [a for i in self.interfaces for a in i.addresses]
 
 
 def _survey(
@@ -194,7 +200,7 @@ def _survey(
     if warning:
         warn(warning)
     devices, refused = screen(devices, networks, own, trust)
-    return Survey(devices, rejected, refused, chosen)
+    return Survey(devices, rejected, refused, chosen, own)
 
 
 def _show_rejected(survey: Survey) -> None:
@@ -346,9 +352,8 @@ def setup(
             active = None
             warn("not root: ufw's rules were taken from the state file, not read from ufw")
         plan = planned(current)
-        networks = [a for i in survey.interfaces for a in i.addresses]
-        found = hintlib.collect(plan.devices, networks, survey.refused)
-        change = _reservations(dns, plan, previous, networks) if dns else None
+        found = hintlib.collect(plan.devices, survey.networks, survey.refused)
+        change = _reservations(dns, plan, previous, survey.networks) if dns else None
         click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else (),
                                     hints=found, extra=[change.describe()] if change else ()))
         if dry_run:
@@ -630,21 +635,17 @@ def hints(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_disc
     if problem:
         warn(f"{problem}; only the devices seen now are used")
     saved = list(state.devices) if state else []
-    every = svc.interfaces()
     if no_discover:
-        chosen = choose_interfaces(every, interfaces)
-        seen: list[Device] = []
-        refused: dict[str, str] = {}
+        every = svc.interfaces()
+        survey = Survey([], [], {}, choose_interfaces(every, interfaces), own_addresses(every))
     else:
         root = svc.is_root()
         survey = _survey(svc, interfaces, timeout, root, check_claims=root)
         _show_rejected(survey)
-        chosen, seen, refused = survey.interfaces, survey.devices, dict(survey.refused)
-    networks = [a for i in chosen for a in i.addresses]
-    own = own_addresses(every)
+    seen, networks, own = survey.devices, survey.networks, survey.own
     # An address the user approved in setup (--allow-*) keeps its reservation.
     approved = {(r.owner, r.ip) for r in (state.rules if state else ())}
-    refused = {u: why for u, why in refused.items() if not any((u, d.ip) in approved for d in seen if d.uuid == u)}
+    refused = {d.uuid: survey.refused[d.uuid] for d in seen if d.uuid in survey.refused and (d.uuid, d.ip) not in approved}
     seen_uuids = {d.uuid for d in seen}
     unseen = [d for d in saved if d.uuid not in seen_uuids]
     for d in unseen:

@@ -251,8 +251,6 @@ class Dnsmasq:
         if text is None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        elif self.staged.exists() and self.staged.read_text(encoding="utf-8") == text:
-            os.replace(self.staged, self.path)
         else:
             self._write(self.staged, text)
             os.replace(self.staged, self.path)
