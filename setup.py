@@ -16,11 +16,10 @@ setup(
     packages=find_packages(include=["castwall", "castwall.*"]),
     # Floors at or below Debian 12's versions, no caps: one codebase for the .deb and pip.
     # castwall reads Cast announcements itself (castwall/announcement.py) and
-    # needs no pychromecast; scapy does the ARP checks that need raw sockets.
+    # needs no pychromecast; raw ARP uses a packet socket (castwall/system/arp.py).
     install_requires=[
         "click>=8.1.3",
         "zeroconf>=0.47.3",
-        "scapy>=2.5.0",
     ],
     entry_points={"console_scripts": ["castwall = castwall.cli:main"]},
     classifiers=[

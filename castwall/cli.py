@@ -24,7 +24,8 @@ from castwall.system import host
 from castwall.system.discovery import discover as discover_devices
 from castwall.system.dnsmasq import Change, Dnsmasq
 from castwall.system.interfaces import NetInterface, choose_interfaces, list_interfaces, own_addresses
-from castwall.system.neighbours import NeighbourTable, poke, resolve_macs, scapy_arp
+from castwall.system.arp import packet_arp
+from castwall.system.neighbours import NeighbourTable, poke, resolve_macs
 from castwall.system.runner import Runner, SubprocessRunner
 from castwall.system.sysctl import read_port_range
 from castwall.system.ufw import UfwFirewall
@@ -40,7 +41,7 @@ class Services:
     runner: Runner = field(default_factory=SubprocessRunner)
     is_root: Callable[[], bool] = host.is_root
     discover: Callable[..., list[Announcement]] = discover_devices
-    raw_arp: Callable | None = scapy_arp
+    raw_arp: Callable | None = packet_arp
     poke: Callable = poke
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     lock_wait: float = 10.0

@@ -38,8 +38,14 @@ def test_only_the_runner_starts_processes():
     assert users_of("subprocess") == {"castwall.system.runner"}
 
 
-def test_scapy_only_in_neighbours():
-    assert users_of("scapy") <= {"castwall.system.neighbours"}
+def test_no_packet_library_at_run_time():
+    # Raw ARP uses a packet socket (castwall.system.arp); scapy is for the lab's tests only.
+    assert users_of("scapy") == set()
+
+
+def test_only_the_arp_module_opens_packet_sockets():
+    users = {m for m, _ in modules().items() if "AF_PACKET" in (PKG.parent / (m.replace(".", "/") + ".py")).read_text()}
+    assert users == {"castwall.system.arp"}
 
 
 def test_pure_core_does_not_reach_into_system_or_cli():

@@ -163,3 +163,37 @@ def test_any_state_file_is_read_or_reported_never_raised(tmp_path_factory, conte
     state, problem = read_state(path)
     assert (state is None) != (problem is None)
     assert problem is None or problem.isprintable()
+
+
+# --- raw ARP frames (castwall.system.arp) ----------------------------------------
+
+from castwall.system import arp as rawarp  # noqa: E402
+
+
+def test_arp_request_is_a_broadcast_who_has():
+    frame = rawarp.request(bytes.fromhex("02ca57000001"), ipaddress.IPv4Address("192.168.77.10"),
+                           ipaddress.IPv4Address("192.168.77.101"))
+    assert len(frame) == 42
+    assert frame[:6] == b"\xff" * 6 and frame[12:14] == b"\x08\x06"
+    assert frame[20:22] == b"\x00\x01"  # op: request
+    assert frame[28:32] == bytes([192, 168, 77, 10]) and frame[38:42] == bytes([192, 168, 77, 101])
+
+
+def reply_frame(ip: str, mac: str, op: int = 2) -> bytes:
+    sha = bytes.fromhex(mac.replace(":", ""))
+    return (b"\x02" * 6 + sha + b"\x08\x06" + bytes([0, 1, 8, 0, 6, 4, 0, op]) + sha
+            + ipaddress.IPv4Address(ip).packed + b"\x02" * 6 + bytes(4))
+
+
+def test_arp_reply_parsed_and_everything_else_ignored():
+    assert rawarp.parse_reply(reply_frame("192.168.77.101", "02:CA:57:00:00:01")) == (
+        ipaddress.IPv4Address("192.168.77.101"), "02:ca:57:00:00:01")
+    assert rawarp.parse_reply(reply_frame("192.168.77.101", "02:ca:57:00:00:01", op=1)) is None  # a request
+    assert rawarp.parse_reply(reply_frame("192.168.77.101", "00:00:00:00:00:00")) is None
+    assert rawarp.parse_reply(reply_frame("192.168.77.101", "02:ca:57:00:00:01")[:41]) is None
+
+
+@given(st.binary(max_size=80))
+def test_arp_parser_never_raises(frame):
+    got = rawarp.parse_reply(frame)
+    assert got is None or (isinstance(got[0], ipaddress.IPv4Address) and len(got[1]) == 17)

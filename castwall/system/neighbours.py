@@ -1,4 +1,4 @@
-"""MAC addresses of devices: the kernel's neighbour table, scapy ARP as a fallback."""
+"""MAC addresses of devices: the kernel's neighbour table, raw ARP (system/arp.py) as a fallback."""
 
 from __future__ import annotations
 
@@ -102,27 +102,6 @@ class NeighbourTable:
         return table
 
 
-def scapy_arp(ips: Sequence[Address], iface: str, timeout: float = 0.5) -> dict[Address, set[str]]:
-    """Ask by raw ARP on iface; every MAC that answered, per address (needs CAP_NET_RAW)."""
-    from scapy.layers.l2 import ARP, Ether  # heavy: only on this path
-    from scapy.sendrecv import srp
-
-    answered, _ = srp(
-        Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=[str(ip) for ip in ips]),
-        iface=iface,
-        timeout=timeout,
-        verbose=False,
-        multi=True,
-    )
-    found: dict[Address, set[str]] = {}
-    for _, reply in answered:
-        try:
-            found.setdefault(ipaddress.ip_address(reply.psrc), set()).add(canonical_mac(reply.hwsrc))
-        except ValueError:
-            continue
-    return found
-
-
 def resolve_macs(
     devices: Sequence[Device],
     interfaces: Sequence[NetInterface],
@@ -156,7 +135,7 @@ def resolve_macs(
     v4 = sorted((ip for ip in local if ip.version == 4), key=int)
     probe = v4 if check_claims else [ip for ip in v4 if ip not in found]
     if check_claims and raw_arp is None:
-        warning = "cannot check whether two hosts claim a device's address (needs root and scapy)"
+        warning = "cannot check whether two hosts claim a device's address (needs root)"
     if raw_arp and probe:
         by_iface: dict[str, list[Address]] = {}
         for ip in probe:
@@ -164,8 +143,6 @@ def resolve_macs(
         for iface, ips in by_iface.items():
             try:
                 extra.update(raw_arp(ips, iface))
-            except ImportError:
-                warning = "scapy is not installed, so castwall cannot check whether two hosts claim a device's address"
             except (OSError, RuntimeError) as exc:
                 warning = f"the ARP check on {iface} failed ({exc}); claims on an address were not checked"
     result = []
