@@ -52,10 +52,22 @@ def test_exit_codes_agree_everywhere():
     assert in_help == in_readme == in_man
 
 
-def test_version_in_one_place_matches_the_man_page_and_setup_py():
+def test_version_in_one_place_matches_the_man_page_setup_py_and_debian_changelog():
     assert f'"castwall {__version__}"' in MAN
     out = subprocess.run([sys.executable, "setup.py", "--version"], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip().splitlines()[-1] == __version__
+    top = (ROOT / "debian" / "changelog").read_text().splitlines()[0]
+    assert re.match(r"^castwall \(([^)]+)\) ", top).group(1) == __version__, top  # a native package: no revision
+
+
+def test_the_package_installs_the_man_page_and_depends_on_what_setup_py_requires():
+    assert (ROOT / "debian" / "castwall.manpages").read_text().split() == ["man/castwall.1"]
+    control = (ROOT / "debian" / "control").read_text()
+    assert "${python3:Depends}" in control and "pychromecast" not in control
+    overrides = (ROOT / "debian" / "py3dist-overrides").read_text()
+    setup_text = (ROOT / "setup.py").read_text()
+    for name, floor in re.findall(r'"(\w+)>=([\d.]+)"', setup_text):
+        assert f"{name} python3-{name}; PEP386" in overrides, name
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_one():

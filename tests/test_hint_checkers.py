@@ -19,6 +19,8 @@ from castwall import hints
 from tests.hint_devices import DEVICES, NETWORKS, REFUSED, UNSEEN
 from tests.test_hints import hostile, hostile_devices
 
+pytestmark = pytest.mark.checkers
+
 SAFE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
 
 

@@ -91,16 +91,39 @@ def demo(devices: int) -> int:
     return 1 if failures else 0
 
 
+def installed(devices: int) -> int:
+    """The installed package (/usr/bin/castwall, Debian's Python and libraries) in the lab."""
+    failures = []
+
+    def expect(ok: bool, what: str) -> None:
+        print(f"   {'ok  ' if ok else 'FAIL'} {what}")
+        if not ok:
+            failures.append(what)
+
+    say(f"The installed castwall on a simulated LAN of {devices} Cast devices")
+    with Lab(devices=devices, python="/usr/bin/python3") as lab:
+        where = lab.ws(["/usr/bin/python3", "-c", "import castwall, click, zeroconf; print(castwall.__file__)"])
+        expect(where.stdout.startswith("/usr/lib/python3/dist-packages/castwall/"),
+               f"castwall is imported from the package: {where.stdout.strip() or where.stderr.strip()}")
+        result = lab.ws(["/usr/bin/castwall", "setup", "--dry-run"], env={"CASTWALL_STATE_DIR": str(lab.state_dir)})
+        show(result)
+        expect(result.returncode == 0, "castwall setup --dry-run exited 0")
+        expect(all(d.name in result.stdout for d in lab.devices), "every device is in the plan")
+        expect("Dry run: nothing was changed." in result.stdout and not lab.ufw_added(), "ufw was not changed")
+    print(f"\n{'Installed package: passed.' if not failures else f'Installed package: FAILED {len(failures)} check(s).'}")
+    return 1 if failures else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.lab")
-    parser.add_argument("command", choices=["demo"])
+    parser.add_argument("command", choices=["demo", "installed"])
     parser.add_argument("--devices", type=int, default=4, help="Cast devices to simulate (default 4)")
     args = parser.parse_args()
     why = missing_requirements()
     if why:
         print(f"demo: {why}", file=sys.stderr)
         return 4
-    return demo(args.devices)
+    return demo(args.devices) if args.command == "demo" else installed(args.devices)
 
 
 if __name__ == "__main__":
