@@ -15,7 +15,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
-from xml.sax.saxutils import escape as xml_escape
 
 from castwall.model import Device, Kind
 from castwall.sanitize import safe_text
@@ -71,6 +70,11 @@ class Hints:
 
 
 # --- names ------------------------------------------------------------------
+
+
+def xml_escape(text: str) -> str:
+    """Escape text for an XML element (xml.sax.saxutils would pull in urllib and ssl at start-up)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _ascii(text: str) -> str:
