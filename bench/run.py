@@ -1,0 +1,253 @@
+"""castwall's benchmark: the lab at N devices, castwall's figures next to the manual way's.
+
+Run as root from the checkout: sudo bench/run [--sizes 1,12,50] [--repeat 5] [--write]
+
+For each N it builds the simulated LAN (tests/lab: avahi-daemon per device, real
+ufw active in the workstation), lets the devices' start-up announcements pass,
+then measures in the workstation namespace, process start included:
+  castwall --help / --version      vs  python3 -c "import click"
+  castwall discover (as nobody)    vs  pychromecast's discover_chromecasts(), avahi-browse
+  castwall status (as nobody)
+  sudo castwall setup --yes        vs  one `ufw allow` per device
+  sudo castwall remove --all       vs  one `ufw delete` per device
+and the peak RSS of discover, status and setup. Medians of --repeat runs (setup
+and remove: one run per repeat, each on a fresh ruleset). Timings are reported,
+never asserted: this machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.lab import Lab, missing_requirements  # noqa: E402
+
+PYTHON = "/usr/bin/python3"  # Debian's Python and libraries, as the .deb runs
+PYPI_VENV = Path(os.environ.get("CASTWALL_PYPI_VENV", "/var/tmp/castwall-pypi-venv"))
+RESULTS = REPO / "bench" / "results"
+TABLE = REPO / "bench" / "RESULTS.md"
+SETTLE = 3.0  # seconds for avahi's start-up announcements (about 1 s and 2 s after start) to pass
+
+PYCHROMECAST = """
+import time, pychromecast
+t = time.perf_counter()
+services, browser = pychromecast.discovery.discover_chromecasts()
+pychromecast.discovery.stop_discovery(browser)
+print(len(services))
+"""
+
+
+def timed(run) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    done = run()
+    return time.perf_counter() - start, done
+
+
+def rss_kib(stderr: str) -> int | None:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("RSS "):
+            return int(line.split()[1])
+    return None
+
+
+class Bench:
+    def __init__(self, lab: Lab, repeat: int):
+        self.lab = lab
+        self.repeat = repeat
+        self.env = {"PYTHONPATH": str(lab.dir / "src"), "CASTWALL_STATE_DIR": str(lab.state_dir),
+                    "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def castwall(self, *args: str, root: bool = True, rss: bool = False) -> subprocess.CompletedProcess:
+        argv = [PYTHON, "-m", "castwall", *args]
+        if rss:
+            argv = ["/usr/bin/time", "-f", "RSS %M"] + argv
+        return self.lab.ws(argv, root=root, env=self.env, timeout=300)
+
+    def median(self, run, check=None) -> tuple[float, list[subprocess.CompletedProcess]]:
+        times, results = [], []
+        for _ in range(self.repeat):
+            t, done = timed(run)
+            if check:
+                check(done)
+            times.append(t)
+            results.append(done)
+        return statistics.median(times), results
+
+    def rule_args(self, dev, low_high: str) -> list[str]:
+        return ["proto", "udp", "from", dev.ip, "to", "any", "port", low_high]
+
+
+def expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise SystemExit(f"bench: {what}")
+
+
+def measure(n: int, repeat: int) -> dict:
+    print(f"== N = {n}: building the lab", flush=True)
+    with Lab(devices=n, python=PYTHON) as lab:
+        bench = Bench(lab, repeat)
+        time.sleep(SETTLE)
+        port_range = (Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        low_high = f"{port_range[0]}:{port_range[1]}"
+        want = n + (1 if n > 1 else 0)  # one device also hosts a Cast group
+        out: dict = {"n": n, "services": want}
+
+        def found_all(done):
+            expect(done.returncode == 0, f"discover failed: {done.stderr.strip()[-300:]}")
+            got = len(json.loads(done.stdout)["devices"])
+            expect(got == want, f"discover found {got} of {want} services")
+
+        print("   castwall discover", flush=True)
+        out["discover"], runs = bench.median(lambda: bench.castwall("discover", "--json", root=False, rss=True), found_all)
+        out["discover_rss"] = max(rss_kib(r.stderr) or 0 for r in runs)
+
+        print("   pychromecast discover_chromecasts()", flush=True)
+        py = PYPI_VENV / "bin" / "python"
+        if py.exists():
+            t, done = timed(lambda: lab.ws([str(py), "-c", PYCHROMECAST], root=False, timeout=60))
+            out["pychromecast"] = t
+            out["pychromecast_found"] = int(done.stdout.strip() or 0) if done.returncode == 0 else None
+        print("   castwall status (no devices set up)", flush=True)
+        out["status"], runs = bench.median(lambda: bench.castwall("status", root=False, rss=True))
+        out["status_rss"] = max(rss_kib(r.stderr) or 0 for r in runs)
+
+        print("   setup --yes / remove --all, and the same by hand with ufw", flush=True)
+        setups, removes, adds, deletes, rss = [], [], [], [], []
+        for _ in range(repeat):
+            t, done = timed(lambda: bench.castwall("setup", "--yes", rss=True))
+            expect(done.returncode == 0, f"setup failed: {done.stderr.strip()[-300:]}")
+            expect(len([x for x in lab.ufw_added() if "castwall:" in x]) == n, "setup did not add one rule per device")
+            setups.append(t)
+            rss.append(rss_kib(done.stderr) or 0)
+            t, done = timed(lambda: bench.castwall("remove", "--all", "--yes"))
+            expect(done.returncode == 0 and not lab.ufw_added(), "remove --all left rules")
+            removes.append(t)
+            t, _ = timed(lambda: [lab.ufw("allow", *bench.rule_args(d, low_high), check=True) for d in lab.devices])
+            adds.append(t)
+            t, _ = timed(lambda: [lab.ufw("delete", "allow", *bench.rule_args(d, low_high), check=True) for d in lab.devices])
+            deletes.append(t)
+        out.update(setup=statistics.median(setups), setup_rss=max(rss), remove=statistics.median(removes),
+                   ufw_adds=statistics.median(adds), ufw_deletes=statistics.median(deletes))
+        print("   avahi-browse (last: it starts an avahi-daemon in the workstation)", flush=True)
+        out["avahi_browse"], out["avahi_browse_found"] = avahi_browse(lab, want)
+        return out
+
+
+def avahi_browse(lab: Lab, want: int) -> tuple[float | None, int | None]:
+    """avahi-browse -rt on a freshly started avahi-daemon (cold cache) in the workstation.
+
+    The lab's devices run avahi without D-Bus; here the workstation gets a
+    system bus and an avahi-daemon of its own (its /run is private), as a
+    desktop has. Returns the wall time and how many services it resolved.
+    """
+    where = lab.dir / "ws-avahi"
+    where.mkdir(exist_ok=True)
+    conf = where / "avahi-daemon.conf"
+    conf.write_text("[server]\nuse-ipv4=yes\nuse-ipv6=no\nenable-dbus=yes\nallow-interfaces=eth0\n"
+                    "[wide-area]\nenable-wide-area=no\n[publish]\ndisable-publishing=yes\n")
+    log = where / "avahi.log"
+    script = (f"mkdir -p /run/dbus /run/avahi-daemon && (dbus-daemon --system --fork --nopidfile) && sleep 0.3 && "
+              f"exec avahi-daemon -f {conf} --no-chroot --no-rlimits --no-proc-title")
+    lab._spawn(lab.ws_argv(["sh", "-c", script]), log)
+    deadline = time.monotonic() + 15
+    while "Server startup complete" not in (log.read_text() if log.exists() else ""):
+        if time.monotonic() > deadline:
+            return None, None
+        time.sleep(0.02)
+    t, done = timed(lambda: lab.ws(["avahi-browse", "-rtp", "_googlecast._tcp"], timeout=60))
+    resolved = {line.split(";")[3] for line in done.stdout.splitlines() if line.startswith("=;")}
+    return t, len(resolved)
+
+
+def startup(repeat: int) -> dict:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def run(*argv):
+        return statistics.median(
+            timed(lambda: subprocess.run(list(argv), capture_output=True, env=env, check=True))[0] for _ in range(repeat))
+
+    return {
+        "help": run(PYTHON, "-m", "castwall", "--help"),
+        "version": run(PYTHON, "-m", "castwall", "--version"),
+        "click": run(PYTHON, "-c", "import click"),
+    }
+
+
+def ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    return "n/a" if not ours or not theirs else f"{theirs / ours:.1f}x"
+
+
+def table(start: dict, sizes: list[dict], when: str) -> str:
+    lines = [
+        f"# castwall benchmark ({when})",
+        "",
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+        f"Python {platform.python_version()} (Debian's libraries). Medians; `bench/run` makes this table.",
+        "",
+        "| start-up | castwall | python3 -c 'import click' | castwall / click |",
+        "| --- | --- | --- | --- |",
+        f"| --help | {ms(start['help'])} | {ms(start['click'])} | {start['help'] / start['click']:.1f} |",
+        f"| --version | {ms(start['version'])} | {ms(start['click'])} | {start['version'] / start['click']:.1f} |",
+        "",
+        "| N devices (services) | castwall | the manual way | manual / castwall |",
+        "| --- | --- | --- | --- |",
+    ]
+    for s in sizes:
+        head = f"{s['n']} ({s['services']})"
+        lines += [
+            f"| {head}: discover | {ms(s['discover'])} | pychromecast discover_chromecasts {ms(s.get('pychromecast'))}"
+            f" (found {s.get('pychromecast_found', 'n/a')}) | {ratio(s['discover'], s.get('pychromecast'))} |",
+            f"| {head}: discover | {ms(s['discover'])} | avahi-browse -rt, cold cache {ms(s.get('avahi_browse'))}"
+            f" (found {s.get('avahi_browse_found', 'n/a')}) | "
+            f"{ratio(s['discover'], s.get('avahi_browse'))} |",
+            f"| {head}: setup --yes | {ms(s['setup'])} | {s['n']} x ufw allow {ms(s['ufw_adds'])} | {ratio(s['setup'], s['ufw_adds'])} |",
+            f"| {head}: remove --all | {ms(s['remove'])} | {s['n']} x ufw delete {ms(s['ufw_deletes'])} | "
+            f"{ratio(s['remove'], s['ufw_deletes'])} |",
+            f"| {head}: status (no root) | {ms(s['status'])} | | |",
+            f"| {head}: peak RSS discover / status / setup | {s['discover_rss'] // 1024} / {s['status_rss'] // 1024} / "
+            f"{s['setup_rss'] // 1024} MB | | |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench/run")
+    parser.add_argument("--sizes", default="1,12,50")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--write", action="store_true", help=f"also write {TABLE.relative_to(REPO)}")
+    args = parser.parse_args()
+    why = missing_requirements()
+    if why:
+        print(f"bench: {why}", file=sys.stderr)
+        return 4
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    start = startup(max(args.repeat, 9))
+    sizes = [measure(int(n), args.repeat) for n in args.sizes.split(",")]
+    text = table(start, sizes, when)
+    print("\n" + text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"{stamp}.md").write_text(text)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps({"startup": start, "sizes": sizes}, indent=2))
+    if args.write:
+        TABLE.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
