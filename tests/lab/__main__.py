@@ -20,13 +20,18 @@ def show(result) -> None:
             print("   " + stream.rstrip().replace("\n", "\n   "))
 
 
-def demo(devices: int) -> int:
-    failures = []
-
+def checker(failures: list[str]):
+    """expect(ok, what): print the check's outcome, and remember it if it failed."""
     def expect(ok: bool, what: str) -> None:
         print(f"   {'ok  ' if ok else 'FAIL'} {what}")
         if not ok:
             failures.append(what)
+    return expect
+
+
+def demo(devices: int) -> int:
+    failures: list[str] = []
+    expect = checker(failures)
 
     say(f"Building a LAN in network namespaces: {devices} Cast devices (one hosts a Cast group), "
         "a printer, a hostile host, and a workstation with ufw (default deny)")
@@ -93,12 +98,8 @@ def demo(devices: int) -> int:
 
 def installed(devices: int) -> int:
     """The installed package (/usr/bin/castwall, Debian's Python and libraries) in the lab."""
-    failures = []
-
-    def expect(ok: bool, what: str) -> None:
-        print(f"   {'ok  ' if ok else 'FAIL'} {what}")
-        if not ok:
-            failures.append(what)
+    failures: list[str] = []
+    expect = checker(failures)
 
     say(f"The installed castwall on a simulated LAN of {devices} Cast devices")
     with Lab(devices=devices, python="/usr/bin/python3") as lab:
