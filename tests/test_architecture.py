@@ -30,8 +30,20 @@ def test_only_discovery_touches_mdns_and_nothing_uses_pychromecast():
     assert users_of("pychromecast") == set()
 
 
-def test_only_the_cli_imports_click():
-    assert users_of("click") == {"castwall.cli"}
+def test_only_the_command_line_imports_click():
+    assert users_of("click") == {"castwall.cli", "castwall.commands"}
+
+
+def test_help_and_version_load_nothing_of_the_commands():
+    """cli.py declares the commands; what they do is imported only when one runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from castwall.cli import cli\n"
+            "try:\n    cli(['--version'], prog_name='castwall')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('castwall')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
+    assert done.stdout.strip().splitlines()[-1] == "['castwall', 'castwall.cli', 'castwall.errors']"
 
 
 def test_only_the_runner_starts_processes():
