@@ -28,6 +28,7 @@ from castwall.system.runner import Runner, SubprocessRunner
 from castwall.system.sysctl import read_port_range
 from castwall.system.ufw import UfwFirewall
 
+
 @dataclass
 class Services:
     """Everything with a side effect, so tests can hand in their own."""
