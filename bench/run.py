@@ -38,6 +38,7 @@ PYPI_VENV = Path(os.environ.get("CASTWALL_PYPI_VENV", "/var/tmp/castwall-pypi-ve
 RESULTS = REPO / "bench" / "results"
 TABLE = REPO / "bench" / "RESULTS.md"
 SETTLE = 3.0  # seconds for avahi's start-up announcements (about 1 s and 2 s after start) to pass
+QUIET = 1.2  # seconds without questions before a timed discover or status
 
 PYCHROMECAST = """
 import time, pychromecast
@@ -75,8 +76,12 @@ class Bench:
         return self.lab.ws(argv, root=root, env=self.env, timeout=300)
 
     def median(self, run, check=None) -> tuple[float, list[subprocess.CompletedProcess]]:
+        """Median wall time of repeat runs. Before each, a pause (not timed): a responder does not
+        multicast a record again within 1 s (RFC 6762), so a run right after another would time
+        the LAN's rate limit, not castwall."""
         times, results = [], []
         for _ in range(self.repeat):
+            time.sleep(QUIET)
             t, done = timed(run)
             if check:
                 check(done)
