@@ -127,6 +127,17 @@ def _confirm(question: str) -> None:
         raise Declined("not confirmed; nothing changed")
 
 
+def _firewall(svc: Services, dry_run: bool, need_root: str) -> tuple[bool, UfwFirewall]:
+    """Whether castwall runs as root, and ufw; a change without root stops here with need_root."""
+    root = svc.is_root()
+    if not root and not dry_run:
+        raise NeedRoot(need_root)
+    firewall = svc.firewall()
+    if root:
+        firewall.require()
+    return root, firewall
+
+
 def _timestamp(svc: Services) -> str:
     return svc.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -168,12 +179,8 @@ def setup(
     contested: tuple[Address, ...],
     reserve: str | None,
 ) -> None:
-    root = svc.is_root()
-    if not root and not dry_run:
-        raise NeedRoot("setup changes the firewall and needs root: run 'sudo castwall setup' (or add --dry-run to only see the plan)")
-    firewall = svc.firewall()
-    if root:
-        firewall.require()
+    root, firewall = _firewall(svc, dry_run, "setup changes the firewall and needs root: "
+                               "run 'sudo castwall setup' (or add --dry-run to only see the plan)")
     dns = svc.dnsmasq() if reserve else None
     unit = dns.require() if dns else None
     port_range = read_port_range(svc.paths.port_range)
@@ -340,12 +347,8 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
         raise UsageError("say what to remove: --device NAME|UUID (repeatable) or --all")
     if selectors and remove_all:
         raise UsageError("--all and --device cannot be used together")
-    root = svc.is_root()
-    if not root and not dry_run:
-        raise NeedRoot("remove changes the firewall and needs root: run 'sudo castwall remove' (or add --dry-run)")
-    firewall = svc.firewall()
-    if root:
-        firewall.require()
+    root, firewall = _firewall(svc, dry_run, "remove changes the firewall and needs root: "
+                               "run 'sudo castwall remove' (or add --dry-run)")
     recorded, problem = host.read_state(svc.paths.state_file)
     if problem:
         warn(f"{problem}; castwall's tagged rules in ufw are used instead" + (", and the old file is kept as a copy" if not dry_run else ""))
