@@ -12,7 +12,20 @@ from castwall.model import Action, Rule, Step
 
 
 class Firewall(Protocol):
+    """What a run needs of a firewall. begin() before the first step, apply()
+    per step (True when it changed something), commit() after the last one,
+    revert() to undo a run's changes (it returns the steps that may still
+    differ and words on where), end() always."""
+
+    def begin(self) -> None: ...
+
     def apply(self, step: Step) -> bool: ...
+
+    def commit(self) -> None: ...
+
+    def revert(self, done: Sequence[Step], progress: Callable[[str], None]) -> tuple[list[Step], str]: ...
+
+    def end(self) -> None: ...
 
 
 @contextlib.contextmanager
@@ -95,6 +108,7 @@ def run_transaction(
     done: list[Step] = []
     total = len(steps)
     position = 0
+    firewall.begin()
     try:
         for position, step in enumerate(steps, 1):
             signum = interrupted()
@@ -104,6 +118,7 @@ def run_transaction(
             if firewall.apply(step):
                 done.append(step)
         position = total + 1
+        firewall.commit()
         finish()
         signum = interrupted()
         if signum is not None:
@@ -112,21 +127,23 @@ def run_transaction(
         where = exc.message if isinstance(exc, Interrupted) else (
             f"step {position} of {total} failed: {exc.message}" if position <= total else f"after the changes: {exc.message}"
         )
-        failed = _undo(firewall, done, progress)
+        failed, note = firewall.revert(done, progress)
         if failed:
             raise FirewallInconsistent(
-                f"{where}; undoing it failed too, so ufw differs from before this run: {_left_over(failed)}"
+                f"{where}; undoing it failed too, so ufw differs from before this run: {_left_over(failed)}{note}"
             ) from None
         restored = (
             f"the {len(done)} change(s) made before it were undone" if done else "nothing had been changed"
         )
         message = f"{where}; {restored}, so ufw is as it was before this run"
         raise (Interrupted(message) if isinstance(exc, Interrupted) else FirewallRolledBack(message)) from None
+    finally:
+        firewall.end()
     return done
 
 
-def _undo(firewall: Firewall, done: Sequence[Step], progress: Callable[[str], None]) -> list[Step]:
-    """Undo steps newest first; return those whose undo failed."""
+def undo_each(firewall: Firewall, done: Sequence[Step], progress: Callable[[str], None]) -> list[Step]:
+    """Undo steps newest first, each by its inverse; return those whose undo failed."""
     failed = []
     for step in reversed(done):
         inverse = step.inverse()

@@ -83,7 +83,7 @@ dry_run_option = click.option("--dry-run", "-n", is_flag=True, help="Show what w
 
 @click.group(cls=CastwallGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="castwall", message="%(prog)s %(version)s")
-@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.option("--debug", is_flag=True, help="Show timings, which ufw path ran, and tracebacks for internal errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Let Chromecasts and other Cast devices through ufw, one narrow rule per device.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -27,6 +29,7 @@ from castwall.system.neighbours import NeighbourTable, poke, resolve_macs
 from castwall.system.runner import Runner, SubprocessRunner
 from castwall.system.sysctl import read_port_range
 from castwall.system.ufw import UfwFirewall
+from castwall.system.ufwlib import Unavailable, UfwLibrary
 
 
 @dataclass
@@ -42,12 +45,48 @@ class Services:
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     lock_wait: float = 10.0
     debug: bool = False
+    ufw_path: str = field(default_factory=lambda: os.environ.get("CASTWALL_UFW", "auto"))
+
+    def note(self, message: str) -> None:
+        """A --debug line: what castwall does, how long it took, which path it took."""
+        if self.debug:
+            click.echo(f"castwall: debug: {message}", err=True)
 
     def interfaces(self) -> list[NetInterface]:
         return list_interfaces(self.runner)
 
-    def firewall(self) -> UfwFirewall:
-        return UfwFirewall(self.runner)
+    def firewall(self) -> UfwFirewall | UfwLibrary:
+        """ufw's Python library in this process where it loads (as root), else the ufw command."""
+        if self.ufw_path not in ("auto", "cli", ""):
+            raise UsageError(f"CASTWALL_UFW must be 'auto' or 'cli', not {self.ufw_path!r}")
+        cli = UfwFirewall(self.runner)
+        why = None
+        if self.ufw_path == "cli":
+            why = "CASTWALL_UFW=cli"
+        elif not self.is_root():
+            why = "not root"
+        elif not cli.installed():
+            why = "ufw is not installed"
+        else:
+            library = UfwLibrary(self.runner, debug=self.note)
+            try:
+                with self.timed("loading ufw's library"):
+                    library.load()
+            except Unavailable as exc:
+                why = str(exc)
+            else:
+                self.note(f"ufw path: {library.path}")
+                return library
+        self.note(f"ufw path: {cli.path} ({why})")
+        return cli
+
+    @contextlib.contextmanager
+    def timed(self, what: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.note(f"{what}: {time.perf_counter() - start:.3f} s")
 
     def dnsmasq(self) -> Dnsmasq:
         return Dnsmasq(self.runner, self.paths.dnsmasq_dir)
@@ -98,7 +137,9 @@ def _survey(
     chosen = choose_interfaces(every, interfaces)
     addresses = [str(a.ip) for i in chosen for a in i.ipv4]
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
-    announced = svc.discover(addresses, timeout, expect=[d.uuid for d in expect.devices] if expect else ())
+    with svc.timed("discovery"):
+        announced = svc.discover(addresses, timeout, expect=[d.uuid for d in expect.devices] if expect else ())
+    svc.note(f"{len(announced)} announcement(s) heard")
     devices, rejected = collate(announced)
     networks = [a for i in chosen for a in i.addresses]
     own = own_addresses(every)
@@ -106,7 +147,8 @@ def _survey(
     # accepted has, then again with what ARP said about each address.
     devices, _ = screen(link_groups(devices), networks, own, trust)
     table = NeighbourTable(svc.runner, svc.paths.arp, poke=svc.poke)
-    devices, warning = resolve_macs(devices, chosen, table, raw_arp=svc.raw_arp if root else None, check_claims=check_claims)
+    with svc.timed("MAC addresses (ARP)" + (", with the claims check" if root and check_claims else "")):
+        devices, warning = resolve_macs(devices, chosen, table, raw_arp=svc.raw_arp if root else None, check_claims=check_claims)
     if warning:
         warn(warning)
     devices, refused = screen(devices, networks, own, trust)
@@ -127,7 +169,7 @@ def _confirm(question: str) -> None:
         raise Declined("not confirmed; nothing changed")
 
 
-def _firewall(svc: Services, dry_run: bool, need_root: str) -> tuple[bool, UfwFirewall]:
+def _firewall(svc: Services, dry_run: bool, need_root: str) -> tuple[bool, UfwFirewall | UfwLibrary]:
     """Whether castwall runs as root, and ufw; a change without root stops here with need_root."""
     root = svc.is_root()
     if not root and not dry_run:
@@ -239,7 +281,8 @@ def setup(
             if dns and change:
                 dns.stage(change)
             try:
-                with deferred_signals() as interrupted:
+                with deferred_signals() as interrupted, svc.timed(f"apply phase: {len(plan.steps)} step(s) through {firewall.path}, "
+                                                                 "then verify and save"):
                     run_transaction(firewall, placed(plan.steps, order), finish=finish, interrupted=interrupted, progress=progress)
             finally:
                 if dns:
@@ -403,7 +446,8 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
         if change:
             dns.stage(change)
         try:
-            with deferred_signals() as interrupted:
+            with deferred_signals() as interrupted, svc.timed(f"apply phase: {len(steps)} step(s) through {firewall.path}, "
+                                                             "then verify and save"):
                 run_transaction(firewall, placed(steps, order), finish=finish, interrupted=interrupted, progress=progress)
         finally:
             dns.discard()

@@ -204,6 +204,7 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         raw_arp=raw_arp,
         poke=lambda ips: None,  # never send packets from a unit test
         now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),
+        ufw_path="cli",  # the fake ufw is a command; never load the real ufw's library here
     )
     svc.ufw = ufw  # for assertions
     return svc

@@ -6,7 +6,9 @@ import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
+from castwall.apply import undo_each
 from castwall.errors import MissingTool, NeedRoot, ToolFailed
 from castwall.model import TAG_PREFIX, Action, PortRange, Rule, Step, canonical_uuid
 from castwall.system.runner import Runner, missing_tool_message
@@ -107,6 +109,8 @@ def parse_show_added(text: str) -> RuleSet:
 class UfwFirewall:
     """ufw 0.36+ driven through its CLI; every call needs root."""
 
+    path = "the ufw command, one call per rule"
+
     def __init__(self, runner: Runner):
         self.runner = runner
 
@@ -141,30 +145,47 @@ class UfwFirewall:
         raise ToolFailed("'ufw status' printed no status line castwall understands")
 
     def apply(self, step: Step) -> bool:
-        """Carry out one step; True if ufw changed something, False if already so.
-
-        ufw exits 0 both for "Rule added" and "Skipping adding existing rule",
-        so its message, not its exit status, tells what happened. While ufw is
-        inactive it answers "Rules updated" to every change it makes.
-        Raises ToolFailed.
-        """
+        """Carry out one step; True if ufw changed something, False if already so. Raises ToolFailed."""
         done = self._ufw(*step.ufw_args())
-        text = done.stdout
-        if "Rules updated" in text:
+        return outcome(step, done.stdout, done.last_line())
+
+    # One call is one whole change, so a run needs no start, commit or end.
+    def begin(self) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def revert(self, done: Sequence[Step], progress: Callable[[str], None]) -> tuple[list[Step], str]:
+        """Undo the steps newest first, one ufw call each; returns those whose undo failed."""
+        return undo_each(self, done, progress), ""
+
+
+def outcome(step: Step, text: str, last_line: str) -> bool:
+    """Whether ufw's answer to a step says it changed something. Raises ToolFailed.
+
+    ufw exits 0 both for "Rule added" and "Skipping adding existing rule",
+    so its message, not its exit status, tells what happened. While ufw is
+    inactive it answers "Rules updated" to every change it makes.
+    """
+    if "Rules updated" in text:
+        return True
+    if step.action is Action.ADD:
+        if "Rule added" in text or "Rule inserted" in text:
             return True
-        if step.action is Action.ADD:
-            if "Rule added" in text or "Rule inserted" in text:
-                return True
-            if "Skipping adding existing rule" in text or "Skipping inserting existing rule" in text:
-                return False
-            if "Rule updated" in text:
-                raise ToolFailed(
-                    f"ufw merged 'ufw {' '.join(step.ufw_args())}' into an existing rule "
-                    "(another program changed ufw during this run)"
-                )
-        else:
-            if "Rule deleted" in text:
-                return True
-            if "Could not delete non-existent rule" in text:
-                return False
-        raise ToolFailed(f"'ufw {' '.join(step.ufw_args())}' answered: {done.last_line()}")
+        if "Skipping adding existing rule" in text or "Skipping inserting existing rule" in text:
+            return False
+        if "Rule updated" in text:
+            raise ToolFailed(
+                f"ufw merged 'ufw {' '.join(step.ufw_args())}' into an existing rule "
+                "(another program changed ufw during this run)"
+            )
+    else:
+        if "Rule deleted" in text:
+            return True
+        if "Could not delete non-existent rule" in text:
+            return False
+    raise ToolFailed(f"'ufw {' '.join(step.ufw_args())}' answered: {last_line}")
