@@ -50,6 +50,11 @@ def test_only_the_runner_starts_processes():
     assert users_of("subprocess") == {"castwall.system.runner"}
 
 
+def test_only_the_in_process_ufw_path_loads_ufws_library():
+    # ufw's library runs iptables itself; it is loaded only for root's setup, remove and status.
+    assert users_of("ufw") == {"castwall.system.ufwlib"}
+
+
 def test_no_packet_library_at_run_time():
     # Raw ARP uses a packet socket (castwall.system.arp); scapy is for the lab's tests only.
     assert users_of("scapy") == set()

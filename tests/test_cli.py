@@ -48,6 +48,23 @@ def test_version_and_help():
         assert CliRunner().invoke(cli, [command, "--help"]).exit_code == 0
 
 
+def test_an_unknown_castwall_ufw_value_is_a_usage_error_before_anything_runs(lan):
+    lan.ufw_path = "fast"
+    result = run(lan, "setup", "--yes")
+    assert result.exit_code == 2 and "CASTWALL_UFW must be 'auto' or 'cli', not 'fast'" in result.output
+    assert mutating(lan.ufw) == [] and not lan.paths.state_file.exists()
+
+
+def test_debug_says_which_ufw_path_ran_and_how_long_the_phases_took(lan):
+    result = run(lan, "--debug", "setup", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "castwall: debug: ufw path: the ufw command, one call per rule (CASTWALL_UFW=cli)" in result.output
+    assert re.search(r"castwall: debug: discovery: \d+\.\d{3} s", result.output)
+    assert re.search(r"castwall: debug: apply phase: 2 step\(s\) through the ufw command, one call per rule, "
+                     r"then verify and save: \d+\.\d{3} s", result.output)
+    assert "debug:" not in run(lan, "setup", "--yes").output
+
+
 def test_setup_writes_one_tagged_rule_per_device_and_saves_state(lan):
     result = run(lan, "setup", "--yes")
     assert result.exit_code == 0, result.output

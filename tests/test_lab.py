@@ -95,6 +95,27 @@ def test_setup_allows_exactly_the_devices(make_lab):
     assert lab.ufw_added() == lines
 
 
+def test_both_ways_of_changing_ufw_give_the_same_rules_and_the_running_firewall_follows(make_lab):
+    """As root castwall loads ufw's library; CASTWALL_UFW=cli runs the ufw command per rule."""
+    lab = make_lab(devices=2)
+    user_lines = add_user_rules(lab)
+    senders = {d.name: d.ns for d in lab.devices}
+    seen = {}
+    for path, words in (("auto", "ufw's Python library, in process"), ("cli", "the ufw command, one call per rule")):
+        setup = lab.castwall("--debug", "setup", "--yes", env={"CASTWALL_UFW": path})
+        assert setup.returncode == 0, setup.stderr
+        assert f"castwall: debug: ufw path: {words}" in setup.stderr
+        assert f"apply phase: 2 step(s) through {words}" in setup.stderr
+        seen[path] = (lab.user_rules(), lab.running_rules())
+        assert lab.udp_reaches(senders, IN_RANGE) == set(senders)
+        remove = lab.castwall("--debug", "remove", "--all", "--yes", env={"CASTWALL_UFW": path})
+        assert remove.returncode == 0 and f"ufw path: {words}" in remove.stderr, remove.stderr
+        assert lab.ufw_added() == user_lines
+        assert lab.udp_reaches(senders, IN_RANGE) == set()
+    assert seen["auto"] == seen["cli"]
+    assert seen["auto"][1].count("--dports 32768:60999 -j ACCEPT") == 3  # the user's own rule and two devices'
+
+
 def test_moved_device_gets_its_rule_replaced(make_lab):
     lab = make_lab(devices=2)
     assert lab.castwall("setup", "--yes").returncode == 0

@@ -1,7 +1,11 @@
 """Faults in the lab: ufw failing at each step, signals, a killed run, two runs, a broken host.
 
-The ufw faults come from a wrapper bind-mounted over /usr/sbin/ufw in the
-workstation only (Lab.inject_ufw_fault); the real ufw does the work.
+castwall changes ufw one of two ways, and each fault is tried on both:
+"library" (ufw's Python library in castwall's process, the default) and
+"cli" (one ufw command per rule, CASTWALL_UFW=cli). The faults come from a
+wrapper bind-mounted in the workstation only: over /usr/sbin/ufw for the
+command (Lab.inject_ufw_fault), over iptables for the library
+(Lab.inject_iptables_fault); the real ufw and iptables do the work.
 """
 
 import re
@@ -12,10 +16,25 @@ import pytest
 pytestmark = pytest.mark.lab
 
 
+PATHS = ["library", "cli"]
+
+
+def env(path):
+    return {"CASTWALL_UFW": "cli" if path == "cli" else "auto"}
+
+
+def inject(lab, path, mode, at):
+    """Make ufw misbehave at the at-th rule change of the next run on that path."""
+    if path == "cli":
+        lab.inject_ufw_fault(mode, at)
+    else:
+        lab.inject_iptables_fault(mode, at)
+
+
 def snapshot(lab):
-    """Everything a run could change: ufw's rule list, its rules file, the state file."""
+    """Everything a run could change: ufw's rule list, its rules file, the running chain, the state file."""
     state = lab.state_dir / "state.json"
-    return lab.ufw_added(), lab.user_rules(), state.read_bytes() if state.exists() else None
+    return lab.ufw_added(), lab.user_rules(), lab.running_rules(), state.read_bytes() if state.exists() else None
 
 
 def six_step_lab(make_lab):
@@ -30,29 +49,33 @@ def six_step_lab(make_lab):
     return lab
 
 
-def test_ufw_failing_at_any_step_leaves_ufw_and_the_state_file_exactly_as_before(make_lab):
+@pytest.mark.parametrize("path", PATHS)
+def test_ufw_failing_at_any_step_leaves_ufw_and_the_state_file_exactly_as_before(make_lab, path):
     lab = six_step_lab(make_lab)
     before = snapshot(lab)
     plan = lab.castwall("setup", "--dry-run")
     steps = int(re.search(r"ufw commands castwall will run \((\d+)\)", plan.stdout).group(1))
     assert steps == 6, plan.stdout
     for k in range(1, steps + 1):
-        lab.inject_ufw_fault("fail", k)
-        result = lab.castwall("setup", "--yes")
+        inject(lab, path, "fail", k)
+        result = lab.castwall("--debug", "setup", "--yes", env=env(path))
         assert result.returncode == 6, (k, result.stderr)
         assert f"step {k} of {steps} failed" in result.stderr
         assert "so ufw is as it was before this run" in result.stderr
+        assert ("ufw's Python library" if path == "library" else "the ufw command") in result.stderr
+        lab.clear_ufw_fault()
         assert snapshot(lab) == before, k
-    lab.clear_ufw_fault()
-    assert lab.castwall("setup", "--yes").returncode == 0
+    done = lab.castwall("setup", "--yes", env=env(path))
+    assert done.returncode == 0, done.stderr
     assert len([line for line in lab.ufw_added() if "castwall:" in line]) == 4
+    assert lab.running_rules().count("--dports 32768:60999 -j ACCEPT") == 4  # iptables keeps no comments
 
 
 def test_when_the_undo_fails_too_the_message_names_exactly_what_differs(make_lab):
     lab = six_step_lab(make_lab)
-    before, _, state_before = snapshot(lab)
+    before, _, _, state_before = snapshot(lab)
     lab.inject_ufw_fault("fail-from", 4)  # steps 1-3 work (2 deletes, 1 add), then ufw breaks for good
-    result = lab.castwall("setup", "--yes")
+    result = lab.castwall("setup", "--yes", env=env("cli"))
     assert result.returncode == 7, result.stderr
     message = result.stderr.strip().splitlines()[-1]
     lab.clear_ufw_fault()
@@ -73,22 +96,55 @@ def test_when_the_undo_fails_too_the_message_names_exactly_what_differs(make_lab
     assert lab.castwall("status").returncode == 0
 
 
-def test_sigterm_during_apply_undoes_the_run(make_lab):
+def test_in_process_when_the_reload_of_the_undo_fails_the_files_are_back_and_the_message_says_so(make_lab):
+    lab = six_step_lab(make_lab)
+    before, rules_file, running, state_before = snapshot(lab)
+    lab.inject_iptables_fault("fail-from", 4)  # steps 1-3 work, then iptables breaks for good
+    result = lab.castwall("setup", "--yes", env=env("library"))
+    assert result.returncode == 7, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "step 4 of 6 failed" in message and "'sudo ufw reload' puts the firewall back" in message
+    lab.clear_ufw_fault()
+    # ufw's files and castwall's state are as before; only the running chain differs ...
+    assert (lab.ufw_added(), lab.user_rules()) == (before, rules_file)
+    assert (lab.state_dir / "state.json").read_bytes() == state_before
+    assert lab.running_rules() != running
+    # ... exactly by what the message names, and the reload it suggests puts it back.
+    still = re.search(r"still allowed \(added by this run\): ([^;]+)", message).group(1)
+    gone = re.search(r"no longer allowed \(deleted by this run\): ([^(]+?) \(", message).group(1)
+    assert len(still.split(", ")) == 1 and len(gone.split(", ")) == 2
+    def chain_rule(entry):
+        ip, port = entry.split(" port ")
+        return f"-s {ip}/32 -p udp -m multiport --dports {port} -j ACCEPT"
+
+    now = lab.running_rules()
+    assert all(chain_rule(e) in now and chain_rule(e) not in running for e in still.split(", "))
+    assert all(chain_rule(e) in running and chain_rule(e) not in now for e in gone.split(", "))
+    lab.ufw("reload", check=True)
+    assert lab.running_rules() == running
+    assert lab.castwall("setup", "--yes").returncode == 0
+    assert lab.castwall("status").returncode == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_sigterm_during_apply_undoes_the_run(make_lab, path):
     lab = six_step_lab(make_lab)
     before = snapshot(lab)
-    lab.inject_ufw_fault("term", 3)
-    result = lab.castwall("setup", "--yes")
+    inject(lab, path, "term", 3)
+    result = lab.castwall("setup", "--yes", env=env(path))
     assert result.returncode == 130, result.stderr
     assert "interrupted by SIGTERM before step 4 of 6" in result.stderr
     assert "so ufw is as it was before this run" in result.stderr
+    lab.clear_ufw_fault()
     assert snapshot(lab) == before
 
 
-def test_a_run_killed_mid_apply_is_reconciled_by_the_next_runs(make_lab):
+@pytest.mark.parametrize("path", PATHS)
+def test_a_run_killed_mid_apply_is_reconciled_by_the_next_runs(make_lab, path):
     lab = six_step_lab(make_lab)
-    _, _, state_before = snapshot(lab)
-    lab.inject_ufw_fault("kill", 3)
-    killed = lab.castwall("setup", "--yes")
+    _, _, _, state_before = snapshot(lab)
+    inject(lab, path, "kill", 3)
+    killed = lab.castwall("setup", "--yes", env=env(path))
     assert killed.returncode in (-9, 137), killed.returncode
     lab.clear_ufw_fault()
     assert (lab.state_dir / "state.json").read_bytes() == state_before  # it died before saving
@@ -108,8 +164,8 @@ def test_a_run_killed_mid_apply_is_reconciled_by_the_next_runs(make_lab):
     assert lab.castwall("status").returncode == 0
 
     # remove after another kill: it deletes by the tags in ufw, whatever the state file says.
-    lab.inject_ufw_fault("kill", 2)
-    assert lab.castwall("remove", "--all", "--yes").returncode in (-9, 137)
+    inject(lab, path, "kill", 2)
+    assert lab.castwall("remove", "--all", "--yes", env=env(path)).returncode in (-9, 137)
     lab.clear_ufw_fault()
     remove = lab.castwall("remove", "--all", "--yes")
     assert remove.returncode == 0 and "an interrupted run?" not in remove.stderr
