@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import click
 
@@ -22,14 +22,16 @@ from castwall.model import Address, Device, Rule, State
 from castwall.planner import Trust, assess, next_state, plan_setup, refusal, screen, select_devices, select_rules_to_remove
 from castwall.system import host
 from castwall.system.discovery import discover as discover_devices
-from castwall.system.dnsmasq import Change, Dnsmasq
 from castwall.system.interfaces import NetInterface, choose_interfaces, list_interfaces, own_addresses
 from castwall.system.arp import packet_arp
 from castwall.system.neighbours import NeighbourTable, poke, resolve_macs
 from castwall.system.runner import Runner, SubprocessRunner
 from castwall.system.sysctl import read_port_range
 from castwall.system.ufw import UfwFirewall
-from castwall.system.ufwlib import Unavailable, UfwLibrary
+
+if TYPE_CHECKING:  # loaded when a command needs them: discover and --help do not
+    from castwall.system.dnsmasq import Change, Dnsmasq
+    from castwall.system.ufwlib import UfwLibrary
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Services:
         elif not cli.installed():
             why = "ufw is not installed"
         else:
+            from castwall.system.ufwlib import Unavailable, UfwLibrary
+
             library = UfwLibrary(self.runner, debug=self.note)
             try:
                 with self.timed("loading ufw's library"):
@@ -89,6 +93,8 @@ class Services:
             self.note(f"{what}: {time.perf_counter() - start:.3f} s")
 
     def dnsmasq(self) -> Dnsmasq:
+        from castwall.system.dnsmasq import Dnsmasq
+
         return Dnsmasq(self.runner, self.paths.dnsmasq_dir)
 
 
@@ -138,7 +144,7 @@ def _survey(
     addresses = [str(a.ip) for i in chosen for a in i.ipv4]
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
     with svc.timed("discovery"):
-        announced = svc.discover(addresses, timeout, expect=[d.uuid for d in expect.devices] if expect else ())
+        announced = svc.discover(addresses, timeout, expect=[d.uuid for d in expect.devices] if expect else (), note=svc.note)
     svc.note(f"{len(announced)} announcement(s) heard")
     devices, rejected = collate(announced)
     networks = [a for i in chosen for a in i.addresses]

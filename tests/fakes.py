@@ -200,7 +200,7 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         paths=paths,
         runner=ufw,
         is_root=lambda: root,
-        discover=lambda addresses, timeout, expect=(): [announcement(d) for d in devices] + list(extra),
+        discover=lambda addresses, timeout, expect=(), note=None: [announcement(d) for d in devices] + list(extra),
         raw_arp=raw_arp,
         poke=lambda ips: None,  # never send packets from a unit test
         now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),

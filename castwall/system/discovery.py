@@ -26,29 +26,32 @@ MAX_QUESTIONS = 60  # one follow-up query, at most this many questions
 class StopRule:
     """When discovery has heard enough.
 
-    A responder may not multicast a record again within 1 s of the last time
-    (RFC 6762 section 6; avahi: 500 ms), so a device whose answer to someone
-    else's query went out just before castwall started stays silent on the
-    first query. castwall may not use the unicast-answer bit (ufw drops those
-    answers), so it asks a second time, requery seconds after the first, and
-    ends once the answers to that round have come in and the LAN has been
-    quiet for settle seconds (longer when answers came late: a slow LAN gets
-    more time). When every device castwall set up before has already answered
-    the first round, it ends then. An announcement that arrived without all
-    its records gets one more question for them. --timeout caps it all.
+    castwall asks with QM questions only: ufw drops the unicast answers that
+    a QU question gets. A responder may not multicast a record again within
+    1 s of the last time (RFC 6762 section 6; avahi: 500 ms), so a device
+    that answered someone else's question just before castwall started stays
+    silent on the first one. castwall asks at 0 s and again at requery, and
+    ends once that second question's answers have had answer_window seconds
+    and the LAN has been quiet for settle seconds (more when answers came
+    late: a slow LAN gets more time). If the second question brought devices
+    the first did not, or nothing had answered at all, some responder may be
+    inside its limit: castwall asks a third time at last_call, when every
+    limit has passed, and ends the same way after it. When every device
+    castwall set up before answers the first question (status), it ends then.
+    An announcement that arrived without all its records gets one more
+    question for them. --timeout caps it all.
     """
 
     first_quiet: float = 0.2  # round one is over after this long without news
-    requery: float = 1.0
-    answer_window: float = 0.15  # responders answer a query within 120 ms
+    requery: float = 0.5
+    last_call: float = 1.0
+    answer_window: float = 0.13  # responders answer 20-120 ms after a query (RFC 6762 section 6)
     settle: float = 0.15
 
     def quiet(self, elapsed: float, last_answer: float | None, window: float) -> bool:
         if last_answer is None:
             return elapsed >= window
         return elapsed - last_answer >= max(window, last_answer / 4)
-
-
 
 
 def _query(zc, zeroconf, questions: Sequence[tuple[str, int]]) -> None:
@@ -70,6 +73,10 @@ def _records(zc, zeroconf, name: str, rtype: int) -> list:
     else:
         return []
     return sorted((r for r in records if not r.is_expired(now)), key=lambda r: r.created, reverse=True)
+
+
+def _instances(zc, zeroconf) -> set[str]:
+    return {r.alias for r in _records(zc, zeroconf, SERVICE, TYPE_PTR)[:MAX_INSTANCES]}
 
 
 def _announcements(zc, zeroconf) -> tuple[list[Announcement], list[tuple[str, int]]]:
@@ -102,6 +109,7 @@ def discover(
     expect: Collection[str] = (),
     rule: StopRule = StopRule(),
     clock: Callable[[], float] = time.monotonic,
+    note: Callable[[str], None] = lambda message: None,
 ) -> list[Announcement]:
     """Gather the Cast announcements heard from the given local IPv4 addresses.
 
@@ -115,7 +123,10 @@ def discover(
     # QM questions are multicast, which ufw's stock rules admit.
     # Why castwall reads the records itself: a library that decodes them in
     # its browser thread can lose every later device to one malformed record.
+    loading = clock()
     import zeroconf
+
+    note(f"zeroconf {getattr(zeroconf, '__version__', '?')} loaded in {clock() - loading:.3f} s")
 
     activity = threading.Condition()
     last_heard: float | None = None
@@ -135,12 +146,19 @@ def discover(
         raise NetworkUnavailable(f"cannot start mDNS on {where}: {getattr(exc, 'strerror', None) or exc}") from None
     watcher = None
     expected = {canonical_uuid(u) for u in expect}
-    second_round = False
+    asked: list[float] = []  # when each round's question went out
+    before_second: set[str] = set()  # the instances heard before the second question
+    third: bool | None = None  # whether a third question is due, once the second one's answers are in
     completing_since: float | None = None
     checked = -1
+
+    def ask(elapsed: float) -> None:
+        _query(zc, zeroconf, [(SERVICE, TYPE_PTR)])
+        asked.append(elapsed)
+
     try:
         start = clock()
-        _query(zc, zeroconf, [(SERVICE, TYPE_PTR)])
+        ask(0.0)
         watcher = zeroconf.ServiceBrowser(zc, SERVICE, handlers=[on_record], question_type=zeroconf.DNSQuestionType.QM)
         with activity:
             while True:
@@ -148,16 +166,22 @@ def discover(
                 last = None if last_heard is None else last_heard - start
                 if elapsed >= timeout:
                     break
-                if not second_round and elapsed >= rule.requery:
-                    _query(zc, zeroconf, [(SERVICE, TYPE_PTR)])
-                    second_round = True
+                if len(asked) == 1 and elapsed >= rule.requery:
+                    before_second = _instances(zc, zeroconf)
+                    ask(elapsed)
                 heard_enough = False
-                if expected and not second_round and news != checked and rule.quiet(elapsed, last, rule.first_quiet):
+                if expected and len(asked) == 1 and news != checked and rule.quiet(elapsed, last, rule.first_quiet):
                     checked = news
                     devices, _ = collate(_announcements(zc, zeroconf)[0])
                     heard_enough = expected <= {d.uuid for d in devices}
-                if second_round and elapsed >= rule.requery + rule.answer_window and rule.quiet(elapsed, last, rule.settle):
-                    heard_enough = True
+                if len(asked) >= 2 and elapsed >= asked[-1] + rule.answer_window and rule.quiet(elapsed, last, rule.settle):
+                    if len(asked) == 2 and third is None:
+                        third = not before_second or bool(_instances(zc, zeroconf) - before_second)
+                    if len(asked) == 2 and third:
+                        if elapsed >= rule.last_call:  # a responder may have been inside its limit: once more
+                            ask(elapsed)
+                    else:
+                        heard_enough = True
                 if completing_since is not None:
                     if elapsed >= completing_since + rule.answer_window and rule.quiet(elapsed, last, rule.settle):
                         break
@@ -167,8 +191,12 @@ def discover(
                         break
                     _query(zc, zeroconf, missing)  # ask once for the records that did not come
                     completing_since = elapsed
-                activity.wait(0.02)
+                activity.wait(0.005)  # news wakes it at once; this is for the clock's deadlines
         found, _ = _announcements(zc, zeroconf)
+        note(f"questions at {', '.join(f'{t:.2f}' for t in asked)} s"
+             + (f" and one for missing records at {completing_since:.2f} s" if completing_since is not None else "")
+             + f"; {len(found)} instance(s); last news at "
+             + ("-" if last_heard is None else f"{last_heard - start:.3f} s") + f"; ended at {clock() - start:.3f} s")
     finally:
         if watcher is not None:
             watcher.cancel()

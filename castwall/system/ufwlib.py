@@ -17,7 +17,6 @@ import builtins
 import contextlib
 import importlib
 import importlib.util
-import inspect
 import io
 import os
 import sys
@@ -63,7 +62,7 @@ def _import_ufw():
     needed = (hasattr(frontend, "parse_command") and hasattr(frontend, "UFWFrontend")
               and hasattr(backend.UFWBackendIptables, "_read_rules")
               and hasattr(backend.UFWBackendIptables, "_reload_user_rules")
-              and "allow_reload" in inspect.signature(backend.UFWBackendIptables.set_rule).parameters
+              and "allow_reload" in backend.UFWBackendIptables.set_rule.__code__.co_varnames
               and hasattr(util, "create_lock"))
     if not needed:
         raise Unavailable("this ufw's Python library lacks the functions castwall uses (ufw 0.36 has them)")
