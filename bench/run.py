@@ -38,6 +38,7 @@ PYTHON = "/usr/bin/python3"  # Debian's Python and libraries, as the .deb runs
 PYPI_VENV = Path(os.environ.get("CASTWALL_PYPI_VENV", "/var/tmp/castwall-pypi-venv"))
 RESULTS = REPO / "bench" / "results"
 TABLE = REPO / "bench" / "RESULTS.md"
+README_START, README_END = "<!-- bench/run --write: start -->", "<!-- bench/run --write: end -->"
 SETTLE = 3.0  # seconds for avahi's start-up announcements (about 1 s and 2 s after start) to pass
 QUIET = 1.2  # seconds without questions before a timed discover or status
 
@@ -282,6 +283,12 @@ def main() -> int:
     (RESULTS / f"{stamp}.json").write_text(json.dumps({"startup": start, "sizes": sizes}, indent=2))
     if args.write:
         TABLE.write_text(text)
+        readme = REPO / "README.md"
+        head, mark, rest = readme.read_text().partition(README_START)
+        _, end, tail = rest.partition(README_END)
+        if mark and end:  # the README shows the same table, between its two markers
+            body = text.split("\n", 2)[2]  # without the title line
+            readme.write_text(f"{head}{README_START}\n{body}{README_END}{tail}")
     return 0
 
 

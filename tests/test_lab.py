@@ -54,6 +54,33 @@ def test_discover_finds_every_device_with_its_mac_twice_in_a_row(make_lab):
             GROUP_NAME, "group", host.ip, 32161, dashed(host.uuid))
 
 
+_FOREIGN_QUERY = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("", 5353))  # from port 5353: a full mDNS querier, answered by multicast
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sys.argv[1]))
+name = b"".join(bytes([len(p)]) + p for p in (b"_googlecast", b"_tcp", b"local")) + b"\\0"
+s.sendto(struct.pack("!6H", 0, 0, 1, 0, 0, 0) + name + struct.pack("!2H", 12, 1), ("224.0.0.251", 5353))
+"""
+
+
+def test_discovery_asks_twice_on_a_quiet_lan_and_three_times_after_someone_else_asked(make_lab):
+    lab = make_lab(devices=3)
+    time.sleep(4.5)  # the devices' own start-up announcements (avahi: about 1 s and 3 s in) are over
+    quiet = lab.castwall("--debug", "discover", "--json", root=False)
+    assert len(devices_json(quiet)) == 4
+    assert re.search(r"questions at 0\.00, 0\.5\d s;", quiet.stderr), quiet.stderr
+    time.sleep(1.2)
+    # Another querier asks just before castwall starts: every device answers it and, by
+    # mDNS's repeat limit, stays silent on castwall's first question.
+    lab.ws([lab.python, "-c", _FOREIGN_QUERY, lab.ws_ip], root=False, check=True)
+    busy = lab.castwall("--debug", "discover", "--json", root=False)
+    assert len(devices_json(busy)) == 4
+    assert re.search(r"questions at 0\.00, 0\.5\d, 1\.\d\d s;", busy.stderr), busy.stderr
+
+
 def test_first_question_asks_for_multicast_answers_that_ufw_lets_in(make_lab):
     lab = make_lab(devices=1, strict=1)
     strict = lab.devices[-1]
