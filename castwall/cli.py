@@ -299,8 +299,9 @@ def main() -> None:
     context manager; the interpreter's own teardown (module objects,
     zeroconf's event loop thread) would only add ~30 ms to every run.
     """
+    code: int | str | None = 0
     try:
-        cli(prog_name="castwall")  # standalone mode: it always ends in SystemExit
+        cli(prog_name="castwall")  # standalone mode: it ends in SystemExit
     except SystemExit as exc:
         code = exc.code
     if isinstance(code, str):  # sys.exit("message") semantics

@@ -115,7 +115,7 @@ class UfwLibrary:
         self._lock = None
         self._snapshot: dict[str, bytes | None] = {}
         self._reload = False
-        self._mods = None
+        self._frontend = self._util = self._common = None  # ufw's modules, once loaded
 
     # --- loading -------------------------------------------------------------
 
@@ -139,18 +139,17 @@ class UfwLibrary:
             raise Unavailable(f"ufw's library refused to start: {exc.value}") from None
         except SystemExit:
             raise Unavailable(f"ufw's library refused to start: {sink.getvalue().strip()}") from None
-        self._mods = (frontend, util, common)
+        self._frontend, self._util, self._common = frontend, util, common
         if sink.getvalue().strip():
             self.debug(f"ufw said while loading: {' / '.join(sink.getvalue().split(chr(10))).strip(' /')}")
 
     def _call(self, what: str, fn, *args):
-        """Run one library call; ufw's errors become ToolFailed. Returns (result, what it printed)."""
-        frontend, util, common = self._mods
+        """Run one library call, its prints caught; ufw's errors become ToolFailed."""
         sink = _Sink()
         try:
             with _quiet(sink):
-                return fn(*args), sink.getvalue()
-        except common.UFWError as exc:
+                return fn(*args)
+        except self._common.UFWError as exc:
             raise ToolFailed(f"'{what}' failed: {exc.value}") from None
         except SystemExit:
             lines = [ln for ln in sink.getvalue().splitlines() if ln.strip()]
@@ -178,7 +177,7 @@ class UfwLibrary:
         self.load()
         with self._locked():
             self._reread()
-            text, _ = self._call("ufw show added", self._ui.get_show_added)
+            text = self._call("ufw show added", self._ui.get_show_added)
         return parse_show_added(text)
 
     def active(self) -> bool:
@@ -198,9 +197,8 @@ class UfwLibrary:
             self.end()
 
     def begin_lock(self) -> None:
-        frontend, util, common = self._mods
         try:
-            self._lock = util.create_lock(lockfile=LOCK_FILE)
+            self._lock = self._util.create_lock(lockfile=LOCK_FILE)
         except OSError as exc:
             raise ToolFailed(f"cannot take ufw's lock {LOCK_FILE}: {exc.strerror or exc}") from None
 
@@ -226,10 +224,9 @@ class UfwLibrary:
 
     def apply(self, step: Step) -> bool:
         """One step: ufw's parser reads the same arguments the ufw command gets."""
-        frontend, util, common = self._mods
         args = step.ufw_args()
         what = f"ufw {' '.join(args)}"
-        parsed, _ = self._call(what, frontend.parse_command, ["ufw", *args])
+        parsed = self._call(what, self._frontend.parse_command, ["ufw", *args])
         rule, iptype = parsed.data["rule"], parsed.data["iptype"]
         if iptype not in ("v4", "v6"):
             raise ToolFailed(f"'{what}': ufw reads it as a rule for {iptype}, not one address family")
@@ -237,8 +234,7 @@ class UfwLibrary:
         if iptype == "v6" and not backend.use_ipv6():
             raise ToolFailed(f"'{what}' failed: IPv6 is disabled in ufw's configuration")
         rule.set_v6(iptype == "v6")
-        message, printed = self._call(what, backend.set_rule, rule, False)
-        message = str(message)
+        message = str(self._call(what, backend.set_rule, rule, False))
         if SKIPPED_RELOAD in message:
             self._reload = True
         return outcome(step, message.replace(SKIPPED_RELOAD, "").strip(), message)
@@ -255,8 +251,6 @@ class UfwLibrary:
         Returns the steps that may still differ (all of them, if that failed)
         and words on where they differ.
         """
-        if not done and not self._snapshot:
-            return [], ""
         progress(f"undo: ufw's rules files put back as they were ({len(done)} change(s))")
         try:
             for path, data in self._snapshot.items():
@@ -274,8 +268,7 @@ class UfwLibrary:
 
     def end(self) -> None:
         if self._lock is not None:
-            frontend, util, common = self._mods
-            util.release_lock(self._lock)
+            self._util.release_lock(self._lock)
             self._lock = None
 
 
