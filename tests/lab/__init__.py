@@ -520,17 +520,20 @@ while (left := end - time.monotonic()) > 0:
 print(json.dumps(sorted(got)))
 """
 
-_UFW_WRAPPER = """#!/bin/sh
-# The lab's fault injector in front of the real ufw (see Lab.inject_ufw_fault).
-case "$1" in allow|delete|insert) ;; *) exec {real} "$@" ;; esac
-[ -f {control} ] || exec {real} "$@"
-n=$(( $(cat {control}.count) + 1 ))
+# Both fault injectors count the calls they watch and decide whether this one is hit.
+_FAULT_COUNT = """n=$(( $(cat {control}.count) + 1 ))
 echo "$n" > {control}.count
 read -r mode at < {control}
 hit=no
 [ "$n" -eq "$at" ] && hit=yes
 [ "$mode" = fail-from ] && [ "$n" -ge "$at" ] && hit=yes
-[ $hit = yes ] || exec {real} "$@"
+"""
+
+_UFW_WRAPPER = """#!/bin/sh
+# The lab's fault injector in front of the real ufw (see Lab.inject_ufw_fault).
+case "$1" in allow|delete|insert) ;; *) exec {real} "$@" ;; esac
+[ -f {control} ] || exec {real} "$@"
+""" + _FAULT_COUNT + """[ $hit = yes ] || exec {real} "$@"
 case "$mode" in
   fail|fail-from) echo "ERROR: lab fault injected into ufw call $n" >&2; exit 1 ;;
   term) kill -TERM "$PPID"; exec {real} "$@" ;;
@@ -545,13 +548,7 @@ name=$(basename "$0")
 if [ "$name" != iptables ] || [ "$1" != -L ] || [ "$2" != ufw-user-input ] || [ ! -f {control} ]; then
     exec -a "$name" {real} "$@"
 fi
-n=$(( $(cat {control}.count) + 1 ))
-echo "$n" > {control}.count
-read -r mode at < {control}
-hit=no
-[ "$n" -eq "$at" ] && hit=yes
-[ "$mode" = fail-from ] && [ "$n" -ge "$at" ] && hit=yes
-[ $hit = yes ] || exec -a "$name" {real} "$@"
+""" + _FAULT_COUNT + """[ $hit = yes ] || exec -a "$name" {real} "$@"
 case "$mode" in
   fail) echo "iptables: lab fault injected into call $n" >&2; exit 1 ;;
   fail-from) touch {control}.broken; echo "iptables: lab fault injected into call $n" >&2; exit 1 ;;
