@@ -1,6 +1,6 @@
 """The castwall command line: the commands, their options and help, and exit codes.
 
-What a command does lives in castwall.commands, imported only when it runs:
+What a command does lives in castwall.commands.<command>, imported only when it runs:
 --help and --version stay as quick as click itself allows.
 """
 
@@ -18,7 +18,7 @@ from castwall import __version__
 from castwall.errors import CastwallError, ExitCode
 
 if TYPE_CHECKING:  # annotations only: the real imports happen when a command runs
-    from castwall.commands import Services
+    from castwall.commands.services import Services
     from castwall.model import Address
 
 DEFAULT_TIMEOUT = 5.0
@@ -115,7 +115,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     130  interrupted (changes of the run undone)
     """
     if ctx.obj is None:
-        from castwall.commands import Services
+        from castwall.commands.services import Services
 
         ctx.obj = Services()
     ctx.obj.debug = debug
@@ -133,9 +133,9 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
     address, port, MAC address where known, and UUID. A Cast group is shown
     with the device that hosts it.
     """
-    from castwall import commands
+    from castwall.commands.discover import run
 
-    commands.discover(svc, timeout, interfaces, as_json)
+    run(svc, timeout, interfaces, as_json)
 
 
 class AddressType(click.ParamType):
@@ -195,9 +195,9 @@ def setup(
     checks it with 'dnsmasq --test' before putting it in place and restarts
     dnsmasq, all in the same transaction as the ufw changes.
     """
-    from castwall import commands
+    from castwall.commands.setup import run
 
-    commands.setup(svc, yes, dry_run, selectors, timeout, interfaces, allow_routed, allow_public, contested, reserve)
+    run(svc, yes, dry_run, selectors, timeout, interfaces, allow_routed, allow_public, contested, reserve)
 
 
 @cli.command()
@@ -218,9 +218,9 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
     by ARP: an address two hosts claim needs attention. Exits 0 when all is
     in place and 3 when something needs action.
     """
-    from castwall import commands
+    from castwall.commands.status import run
 
-    commands.status(svc, as_json, no_discover, timeout, interfaces)
+    run(svc, as_json, no_discover, timeout, interfaces)
 
 
 @cli.command()
@@ -235,9 +235,9 @@ def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: boo
     Only rules tagged as castwall's are ever deleted; your own ufw rules stay
     as they are. Shows the rules first and asks before deleting.
     """
-    from castwall import commands
+    from castwall.commands.remove import run
 
-    commands.remove(svc, selectors, remove_all, yes, dry_run)
+    run(svc, selectors, remove_all, yes, dry_run)
 
 
 class FormatType(click.ParamType):
@@ -287,9 +287,9 @@ def hints(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_disc
     named with the reason instead (on standard error, except in the plain and
     json formats, which list them themselves).
     """
-    from castwall import commands
+    from castwall.commands.hints import run
 
-    commands.hints(svc, fmt, selectors, as_json, no_discover, timeout, interfaces)
+    run(svc, fmt, selectors, as_json, no_discover, timeout, interfaces)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from castwall.announcement import Announcement
-from castwall.commands import Services
+from castwall.commands.services import Services
 from castwall.model import Device, Kind
 from castwall.system.host import Paths
 from castwall.system.runner import Completed

@@ -134,7 +134,7 @@ def test_state_file_that_cannot_be_written_undoes_the_ufw_changes(lan, monkeypat
     def disk_full(path, state, **options):
         raise BadData(f"cannot write {path}: No space left on device")
 
-    monkeypatch.setattr("castwall.commands.host.write_state", disk_full)
+    monkeypatch.setattr("castwall.commands.change.host.write_state", disk_full)
     result = run(lan, "setup", "--yes")
     assert result.exit_code == ExitCode.FIREWALL_FAILED, result.output
     assert "No space left on device" in result.output and "ufw is as it was before this run" in result.output

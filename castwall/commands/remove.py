@@ -1,0 +1,86 @@
+"""castwall remove: delete castwall's rules, and nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+
+import click
+
+from castwall import render
+from castwall.apply import check_empty, deferred_signals, placed, run_transaction
+from castwall.commands.change import confirm, done_text, drift, firewall_for, save_state, timestamp
+from castwall.commands.services import Services, progress, warn
+from castwall.errors import NotFound, UsageError
+from castwall.model import Rule, State
+from castwall.planner import select_rules_to_remove
+from castwall.system import host
+
+
+def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, dry_run: bool) -> None:
+    if not selectors and not remove_all:
+        raise UsageError("say what to remove: --device NAME|UUID (repeatable) or --all")
+    if selectors and remove_all:
+        raise UsageError("--all and --device cannot be used together")
+    root, firewall = firewall_for(svc, dry_run, "remove changes the firewall and needs root: "
+                               "run 'sudo castwall remove' (or add --dry-run)")
+    recorded, problem = host.read_state(svc.paths.state_file)
+    if problem:
+        warn(f"{problem}; castwall's tagged rules in ufw are used instead" + (", and the old file is kept as a copy" if not dry_run else ""))
+    state = recorded or State(None, (), ())
+    lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
+    with lock:
+        if root:
+            ruleset = firewall.rules()
+            owned, order = ruleset.owned, ruleset.order
+            for message in drift(recorded, owned):
+                warn(message)
+        else:
+            owned, order = tuple(r for r in state.rules if r.owner), ()
+            warn("not root: castwall's rules were taken from the state file, not read from ufw")
+        steps, unmatched = select_rules_to_remove(owned, state.devices, selectors)
+        if unmatched:
+            raise NotFound(f"castwall has no rule for {', '.join(repr(s) for s in unmatched)}")
+        dns = svc.dnsmasq()
+        removed = {s.rule for s in steps}
+        staying = {r.owner for r in owned if r not in removed}
+        change = dns.removal(None if remove_all else {d.mac for d in state.devices if d.uuid in staying and d.mac})
+        if change is not None and change.empty:
+            change = None
+        if not steps and change is None:
+            click.echo("castwall has no rules in ufw; nothing to remove.")
+            return
+        if steps:
+            click.echo(f"ufw commands castwall will run ({len(steps)}):")
+            click.echo(render.steps_text(steps))
+        if change:
+            click.echo(("\n" if steps else "") + change.describe())
+        unit = dns.active_unit() if change else None
+        if change and unit is None:
+            warn("dnsmasq is not running as a systemd service: the drop-in changes, but restart dnsmasq yourself to load it")
+        if dry_run:
+            click.echo("\nDry run: nothing was changed.")
+            return
+        if not yes:
+            click.echo("")
+            confirm(f"Delete these {len(steps)} rule(s)" + (" and change the dnsmasq drop-in?" if change else "?")
+                     if steps else "Change the dnsmasq drop-in?")
+
+        def finish() -> None:
+            remaining = firewall.rules().owned
+            check_empty([s for s in steps if s.rule in remaining])
+            owners = {r.owner for r in remaining}
+            devices = tuple(d for d in state.devices if d.uuid in owners)
+            rules = tuple(sorted(remaining, key=Rule.sort_key))
+            with dns.applied(change, unit, progress) if change else contextlib.nullcontext():
+                save_state(svc, State(state.port_range, devices, rules, timestamp(svc)), problem)
+
+        if change:
+            dns.stage(change)
+        try:
+            with deferred_signals() as interrupted, svc.timed(f"apply phase: {len(steps)} step(s) through {firewall.path}, "
+                                                             "then verify and save"):
+                run_transaction(firewall, placed(steps, order), finish=finish, interrupted=interrupted, progress=progress)
+        finally:
+            dns.discard()
+        click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched."
+                   + (f" {done_text(0, change)}" if change else ""))

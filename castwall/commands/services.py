@@ -1,0 +1,98 @@
+"""Everything a command does to the outside world, in one object tests replace, and its terminal output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
+
+import click
+
+from castwall.announcement import Announcement
+from castwall.errors import UsageError
+from castwall.system import host
+from castwall.system.arp import packet_arp
+from castwall.system.discovery import discover as discover_devices
+from castwall.system.interfaces import NetInterface, list_interfaces
+from castwall.system.neighbours import poke
+from castwall.system.runner import Runner, SubprocessRunner
+from castwall.system.ufw import UfwFirewall
+
+if TYPE_CHECKING:  # loaded when a command needs them: discover and --help do not
+    from castwall.system.dnsmasq import Dnsmasq
+    from castwall.system.ufwlib import UfwLibrary
+
+
+@dataclass
+class Services:
+    """Everything with a side effect, so tests can hand in their own."""
+
+    paths: host.Paths = field(default_factory=host.Paths.from_environment)
+    runner: Runner = field(default_factory=SubprocessRunner)
+    is_root: Callable[[], bool] = host.is_root
+    discover: Callable[..., list[Announcement]] = discover_devices
+    raw_arp: Callable | None = packet_arp
+    poke: Callable = poke
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    lock_wait: float = 10.0
+    debug: bool = False
+    ufw_path: str = field(default_factory=lambda: os.environ.get("CASTWALL_UFW", "auto"))
+
+    def note(self, message: str) -> None:
+        """A --debug line: what castwall does, how long it took, which path it took."""
+        if self.debug:
+            click.echo(f"castwall: debug: {message}", err=True)
+
+    def interfaces(self) -> list[NetInterface]:
+        return list_interfaces(self.runner)
+
+    def firewall(self) -> UfwFirewall | UfwLibrary:
+        """ufw's Python library in this process where it loads (as root), else the ufw command."""
+        if self.ufw_path not in ("auto", "cli", ""):
+            raise UsageError(f"CASTWALL_UFW must be 'auto' or 'cli', not {self.ufw_path!r}")
+        cli = UfwFirewall(self.runner)
+        why = None
+        if self.ufw_path == "cli":
+            why = "CASTWALL_UFW=cli"
+        elif not self.is_root():
+            why = "not root"
+        elif not cli.installed():
+            why = "ufw is not installed"
+        else:
+            from castwall.system.ufwlib import Unavailable, UfwLibrary
+
+            library = UfwLibrary(self.runner, debug=self.note)
+            try:
+                with self.timed("loading ufw's library"):
+                    library.load()
+            except Unavailable as exc:
+                why = str(exc)
+            else:
+                self.note(f"ufw path: {library.path}")
+                return library
+        self.note(f"ufw path: {cli.path} ({why})")
+        return cli
+
+    @contextlib.contextmanager
+    def timed(self, what: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.note(f"{what}: {time.perf_counter() - start:.3f} s")
+
+    def dnsmasq(self) -> Dnsmasq:
+        from castwall.system.dnsmasq import Dnsmasq
+
+        return Dnsmasq(self.runner, self.paths.dnsmasq_dir)
+
+
+def progress(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    click.echo(f"castwall: warning: {message}", err=True)

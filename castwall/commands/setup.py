@@ -1,0 +1,124 @@
+"""castwall setup: allow each Cast device through ufw, as one transaction."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Sequence
+
+import click
+
+from castwall import hints as hintlib
+from castwall import render
+from castwall.apply import check_empty, deferred_signals, placed, run_transaction
+from castwall.commands.change import confirm, done_text, drift, firewall_for, save_state, timestamp
+from castwall.commands.services import Services, progress, warn
+from castwall.commands.survey import show_rejected, take_survey
+from castwall.errors import NotFound
+from castwall.model import Address, Rule, State
+from castwall.planner import Trust, next_state, plan_setup, select_devices
+from castwall.system import host
+from castwall.system.sysctl import read_port_range
+
+if TYPE_CHECKING:
+    from castwall.system.dnsmasq import Change, Dnsmasq
+
+
+def run(
+    svc: Services,
+    yes: bool,
+    dry_run: bool,
+    selectors: tuple[str, ...],
+    timeout: float,
+    interfaces: tuple[str, ...],
+    allow_routed: bool,
+    allow_public: bool,
+    contested: tuple[Address, ...],
+    reserve: str | None,
+) -> None:
+    root, firewall = firewall_for(svc, dry_run, "setup changes the firewall and needs root: "
+                               "run 'sudo castwall setup' (or add --dry-run to only see the plan)")
+    dns = svc.dnsmasq() if reserve else None
+    unit = dns.require() if dns else None
+    port_range = read_port_range(svc.paths.port_range)
+    previous, problem = host.read_state(svc.paths.state_file)
+    if problem:
+        warn(f"{problem}; castwall rebuilds it from its tagged rules in ufw" + (", keeping the old file as a copy" if not dry_run else ""))
+    trust = Trust(routed=allow_routed, public=allow_public, contested=frozenset(contested))
+    survey = take_survey(svc, interfaces, timeout, root, trust=trust, check_claims=root)
+    show_rejected(survey)
+    devices = survey.devices
+    if not devices:
+        raise NotFound(f"no Cast device answered within {timeout:g} s; is the device on and on this LAN?")
+    scope, unmatched = select_devices(devices, selectors)
+    if unmatched:
+        raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
+
+    def planned(rules: Sequence[Rule]):
+        return plan_setup(devices, port_range, rules, scope=scope, refused=survey.refused, accepted=trust.contested)
+
+    lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
+    with lock:
+        if root:
+            ruleset = firewall.rules()
+            current, order = ruleset.rules, ruleset.order
+            active = firewall.active()
+            for message in drift(previous, [r for r in current if r.owner]):
+                warn(message)
+        else:
+            current, order = (previous.rules if previous else ()), ()
+            active = None
+            warn("not root: ufw's rules were taken from the state file, not read from ufw")
+        plan = planned(current)
+        found = hintlib.collect(plan.devices, survey.networks, survey.refused)
+        change = _reservations(dns, plan, previous, survey.networks) if dns else None
+        click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else (),
+                                    hints=found, extra=[change.describe()] if change else ()))
+        if dry_run:
+            click.echo("\nDry run: nothing was changed.")
+            return
+
+        def save(rules: Sequence[Rule]) -> None:
+            owned = [r for r in rules if r.owner]
+            save_state(svc, next_state(previous, plan.devices, owned, port_range, timestamp(svc)), problem)
+
+        if not plan.empty or (change and not change.empty):
+            if not yes:
+                click.echo("")
+                confirm(_question(len(plan.steps), change))
+
+            def finish() -> None:
+                after = firewall.rules().rules
+                check_empty(planned(after).steps)
+                with dns.applied(change, unit, progress) if dns and change else contextlib.nullcontext():
+                    save(after)
+
+            if dns and change:
+                dns.stage(change)
+            try:
+                with deferred_signals() as interrupted, svc.timed(f"apply phase: {len(plan.steps)} step(s) through {firewall.path}, "
+                                                                 "then verify and save"):
+                    run_transaction(firewall, placed(plan.steps, order), finish=finish, interrupted=interrupted, progress=progress)
+            finally:
+                if dns:
+                    dns.discard()
+            click.echo(f"\nDone: {done_text(len(plan.steps), change)} {render.allowed_summary(plan)}")
+        else:
+            save(current)
+            click.echo(f"\nNothing to change: every device already has its rule. {render.allowed_summary(plan)}")
+        if active is False:
+            warn("ufw is INACTIVE: these rules have no effect until you run 'sudo ufw enable' (castwall does not enable it for you)")
+
+
+def _reservations(dns: Dnsmasq, plan, previous: State | None, networks) -> Change:
+    """The drop-in for every device that has a castwall rule once the plan has run."""
+    owners = {r.owner for r in plan.wanted_rules()}
+    pool = {d.uuid: d for d in (previous.devices if previous else ())}
+    pool.update({d.uuid: d for d in plan.devices})
+    return dns.plan(hintlib.collect([d for u, d in pool.items() if u in owners], networks))
+
+
+def _question(steps: int, change: Change | None) -> str:
+    parts = [f"{steps} ufw command(s)"] if steps else []
+    if change and not change.empty:
+        parts.append("the dnsmasq change")
+    return f"Run {' and '.join(parts)}?"

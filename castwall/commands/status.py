@@ -1,0 +1,64 @@
+"""castwall status: what is in place, and what needs attention."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from castwall import render
+from castwall.commands.services import Services
+from castwall.commands.survey import show_rejected, take_survey
+from castwall.errors import ExitCode
+from castwall.planner import assess
+from castwall.system import host
+from castwall.system.sysctl import read_port_range
+
+
+def run(svc: Services, as_json: bool, no_discover: bool, timeout: float, interfaces: tuple[str, ...]) -> None:
+    root = svc.is_root()
+    port_range = read_port_range(svc.paths.port_range)
+    state, problem = host.read_state(svc.paths.state_file)
+    firewall = svc.firewall()
+    live, odd = None, ()
+    if not firewall.installed():
+        ufw = "missing"
+    elif root:
+        ruleset = firewall.rules()
+        live, odd = ruleset.rules, ruleset.odd_tagged
+        ufw = "active" if firewall.active() else "inactive"
+    else:
+        ufw = "unknown"
+    survey = None if no_discover else take_survey(svc, interfaces, timeout, root, expect=state, check_claims=root)
+    if survey:
+        show_rejected(survey)
+    discovered = survey.devices if survey else None
+    findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem)
+    rules = live if live is not None else (state.rules if state else ())
+    if as_json:
+        doc = render.document(
+            "status",
+            port_range=[port_range.low, port_range.high],
+            ufw=ufw,
+            state_file=str(svc.paths.state_file),
+            state_written=state.written if state else None,
+            known=[render.device_json(d) for d in (state.devices if state else ())],
+            discovered=None if survey is None else [render.device_json(d, survey.refused.get(d.uuid)) for d in survey.devices],
+            ignored=None if survey is None else [render.rejected_json(r) for r in survey.rejected],
+            rules=[render.rule_json(r) for r in rules],
+            findings=[render.finding_json(f) for f in findings],
+            ok=not any(f.attention for f in findings),
+        )
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(render.status_text(
+            port_range=port_range,
+            ufw=ufw,
+            state_path=str(svc.paths.state_file),
+            state=state,
+            discovered=discovered,
+            rules=rules,
+            findings=findings,
+        ))
+    if any(f.attention for f in findings):
+        click.get_current_context().exit(int(ExitCode.ATTENTION))
