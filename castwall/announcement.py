@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from castwall.model import Address, Device, Kind, canonical_uuid
+from castwall.model import FOUND_BY, Address, Device, Kind, canonical_uuid
 from castwall.sanitize import safe_text
 
 GROUP_MODEL = "google cast group"
@@ -53,14 +53,16 @@ class Announcement:
     port: int | None = None
     txt: bytes | None = None
     addresses: tuple[bytes, ...] = ()
+    via: str = "mdns"  # "mdns": a multicast answer; "mdns-unicast": an answer to a unicast question
 
 
 @dataclass(frozen=True)
 class Rejected:
     """An announcement castwall did not take as a device, and why."""
 
-    instance: str  # already made safe
+    instance: str  # already made safe; for a DIAL reply, the replier's address
     reason: str
+    via: str = "mdns"  # "dial" for a DIAL reply
 
 
 def kind_of(model: str) -> Kind:
@@ -123,16 +125,20 @@ def read_announcement(a: Announcement) -> list[Device] | Rejected:
         return Rejected(label, "incomplete announcement: no IPv4 address for its host")
     model = _text(txt.get("md")) or "unknown model"
     name = _text(txt.get("fn")) or "(unnamed)"
-    return [Device(uuid=uuid, name=name, model=model, kind=kind_of(model), ip=ip, port=a.port) for ip in addresses]
+    return [Device(uuid=uuid, name=name, model=model, kind=kind_of(model), ip=ip, port=a.port, found_by=(a.via,))
+            for ip in addresses]
 
 
-def collate(announcements: Iterable[Announcement]) -> tuple[list[Device], list[Rejected]]:
-    """One device per UUID; a UUID announced from several addresses is contested.
+def collate(announcements: Iterable[Announcement], dial: Iterable[Device | Rejected] = ()) -> tuple[list[Device], list[Rejected]]:
+    """One device per UUID, from mDNS announcements and DIAL replies; a UUID seen at several addresses is contested.
 
-    A device's UUID at two addresses is either a clone or a spoof: castwall
-    cannot tell which address is real, so the device is marked contested and
-    lists every address (also_at); the planner writes no rule for it unless
-    the user accepts one of them.
+    dial holds what castwall.dial.read_dial made of each DIAL reply. A device
+    found both ways is one device: its announcement supplies the port and
+    names, and found_by says every way it was found. A device's UUID at two
+    addresses is either a clone or a spoof: castwall cannot tell which
+    address is real, so the device is marked contested and lists every
+    address (also_at); the planner writes no rule for it unless the user
+    accepts one of them.
     """
     by_uuid: dict[str, list[Device]] = defaultdict(list)
     rejected: list[Rejected] = []
@@ -143,12 +149,22 @@ def collate(announcements: Iterable[Announcement]) -> tuple[list[Device], list[R
         else:
             for d in got:
                 by_uuid[d.uuid].append(d)
+    for got in dial:
+        if isinstance(got, Rejected):
+            rejected.append(got)
+        else:
+            by_uuid[got.uuid].append(got)
     devices = []
     for uuid, seen in by_uuid.items():
         addresses: list[Address] = sorted({d.ip for d in seen}, key=int)
-        first = next(d for d in seen if d.ip == addresses[0])
+        here = [d for d in seen if d.ip == addresses[0]]
+        first = next((d for d in here if "dial" not in d.found_by), here[0])  # an announcement says more
+        ways = {k for d in seen for k in d.found_by}
+        first = replace(first, found_by=tuple(k for k in FOUND_BY if k in ways) + tuple(sorted(ways - FOUND_BY.keys())))
         if len(addresses) > 1:
-            names = {d.ip: d.name for d in seen}
+            names = {}
+            for d in seen:
+                names.setdefault(d.ip, d.name)
             where = ", ".join(f"{ip} as {names[ip]}" for ip in addresses)
             first = replace(
                 first,
@@ -156,7 +172,7 @@ def collate(announcements: Iterable[Announcement]) -> tuple[list[Device], list[R
                 contested=f"its id is announced from {len(addresses)} addresses ({where}): a clone or a spoof",
             )
         devices.append(first)
-    rejected.sort(key=lambda r: (r.instance.casefold(), r.reason))
+    rejected.sort(key=lambda r: (r.via, r.instance.casefold(), r.reason))
     return devices, rejected
 
 

@@ -34,6 +34,14 @@ def canonical_mac(text: str) -> str:
     return mac
 
 
+# How a device was found, and how castwall says so.
+FOUND_BY = {
+    "mdns": "mDNS",  # a multicast answer to castwall's mDNS question, as Chrome's mDNS gets it
+    "mdns-unicast": "unicast mDNS",  # an answer to castwall's unicast question to a known address
+    "dial": "DIAL",  # a reply to castwall's DIAL M-SEARCH, and the device description it names
+}
+
+
 class Kind(str, enum.Enum):
     VIDEO = "video"
     AUDIO = "audio"
@@ -71,6 +79,7 @@ class Device:
     host: str | None = None  # for a group: the UUID of the device at the same address
     also_at: tuple[Address, ...] = ()  # other addresses the same UUID was announced from
     contested: str | None = None  # why this device's address cannot be trusted, if so
+    found_by: tuple[str, ...] = ()  # how it was found: FOUND_BY's keys, sorted
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uuid", canonical_uuid(self.uuid))
@@ -78,6 +87,11 @@ class Device:
             object.__setattr__(self, "mac", canonical_mac(self.mac))
         if not 1 <= self.port <= 65535:
             raise ValueError(f"port {self.port!r} is outside 1-65535")
+
+    @property
+    def found_by_text(self) -> str:
+        """How it was found, for people: "mDNS", "DIAL", "mDNS, DIAL", ..."""
+        return ", ".join(FOUND_BY.get(k, k) for k in self.found_by) or "-"
 
     def with_mac(self, mac: str | None, note: str | None = None) -> Device:
         return replace(self, mac=mac, mac_note=note)

@@ -50,12 +50,13 @@ def device_table(devices: Sequence[Device], refused: Mapping[str, str] | None = 
             str(d.ip),
             str(d.port),
             d.mac or "-",
+            d.found_by_text,
             d.uuid,
             _note(d, by_uuid, refused),
         ]
         for d in devices
     ]
-    return table(["NAME", "MODEL", "KIND", "ADDRESS", "PORT", "MAC", "UUID", "NOTE"], rows)
+    return table(["NAME", "MODEL", "KIND", "ADDRESS", "PORT", "MAC", "FOUND BY", "UUID", "NOTE"], rows)
 
 
 def command_line(step: Step) -> str:
@@ -150,7 +151,10 @@ def status_rows(state: State | None, discovered: Sequence[Device] | None, rules:
             allowed = f"your rule {rule.ports}"
         else:
             allowed = f"allowed {rule.ports}"
-        where = "seen" if uuid in seen else ("not seen" if discovered is not None else "recorded")
+        if uuid in seen:
+            where = f"seen ({seen[uuid].found_by_text})" if seen[uuid].found_by else "seen"
+        else:
+            where = "not seen" if discovered is not None else "recorded"
         mac = d.mac or (known[uuid].mac if uuid in known else None) or "-"
         rows.append([safe_text(d.name), d.kind.value, str(d.ip), mac, allowed, where])
     return rows
@@ -196,11 +200,13 @@ def document(kind: str, **fields) -> dict:
 
 
 def device_json(d: Device, refused: str | None = None) -> dict:
-    return {**_device_json(d), "refused": refused}
+    return {**_device_json(d), "found_by": list(d.found_by), "refused": refused}
 
 
 def rejected_json(r: Rejected) -> dict:
-    return {"instance": r.instance, "reason": r.reason}
+    if r.via == "dial":
+        return {"via": "dial", "source": r.instance, "reason": r.reason}
+    return {"via": "mdns", "instance": r.instance, "reason": r.reason}
 
 
 def rule_json(r: Rule) -> dict:

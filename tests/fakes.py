@@ -200,7 +200,8 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         paths=paths,
         runner=ufw,
         is_root=lambda: root,
-        discover=lambda addresses, timeout, expect=(), note=None: [announcement(d) for d in devices] + list(extra),
+        discover=lambda addresses, timeout, **options: [announcement(d) for d in devices] + list(extra),
+        dial=lambda interfaces, **options: None,  # no DIAL search unless a test hands one in
         raw_arp=raw_arp,
         poke=lambda ips: None,  # never send packets from a unit test
         now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),

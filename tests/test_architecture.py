@@ -61,13 +61,20 @@ def test_no_packet_library_at_run_time():
     assert users_of("scapy") == set()
 
 
-def test_only_the_arp_module_opens_packet_sockets():
+def test_only_raw_arp_and_dial_open_packet_sockets():
+    # ARP claims (system.arp) and DIAL replies before the firewall drops them (system.ssdp), both as root only.
     users = {m for m, _ in modules().items() if "AF_PACKET" in (PKG.parent / (m.replace(".", "/") + ".py")).read_text()}
-    assert users == {"castwall.system.arp"}
+    assert users == {"castwall.system.arp", "castwall.system.ssdp"}
+
+
+def test_dial_is_read_by_pure_code_and_fetched_by_one_module():
+    assert users_of("http.client") == {"castwall.system.ssdp"}
+    assert users_of("xml.parsers.expat") == {"castwall.dial"}
+    assert users_of("castwall.system.ssdp") <= {"castwall.commands.services", "castwall.system.discovery"}
 
 
 def test_pure_core_does_not_reach_into_system_or_cli():
-    for module in ("castwall.model", "castwall.announcement", "castwall.planner", "castwall.render", "castwall.state",
+    for module in ("castwall.model", "castwall.announcement", "castwall.dial", "castwall.planner", "castwall.render", "castwall.state",
                    "castwall.sanitize", "castwall.errors", "castwall.apply", "castwall.hints"):
         bad = {n for n in modules()[module] if n.startswith("castwall.system") or n == "castwall.cli"}
         assert not bad, f"{module} imports {bad}"

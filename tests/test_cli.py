@@ -175,7 +175,7 @@ def test_status_in_place_then_moved(tmp_path):
     ok = run(svc, "status")
     assert ok.exit_code == 0 and "All in place." in ok.output
     moved_lan = [device(1, name="Living Room TV", ip="192.168.77.150"), *LAN[1:]]
-    svc.discover = lambda addresses, timeout, expect=(), note=None: [announcement(d) for d in moved_lan]
+    svc.discover = lambda addresses, timeout, **options: [announcement(d) for d in moved_lan]
     moved = run(svc, "status")
     assert moved.exit_code == ExitCode.ATTENTION
     assert "Living Room TV moved from 192.168.77.101 to 192.168.77.150" in moved.output
@@ -274,7 +274,7 @@ def test_a_killed_run_is_noticed_and_reconciled(lan):
 
 
 def test_bug_is_one_line_unless_debug(lan):
-    def broken(addresses, timeout, expect=(), note=None):
+    def broken(addresses, timeout, **options):
         raise KeyError("boom")
 
     lan.discover = broken
@@ -343,7 +343,7 @@ def test_discover_lists_refusals_and_ignored_announcements(tmp_path):
     doc = json_of(run(svc, "discover", "--json"))
     refused = {d["name"]: d["refused"] for d in doc["devices"]}
     assert refused["Mine"] == "192.168.77.10 is this computer's own address" and refused["Living Room TV"] is None
-    assert doc["ignored"] == [{"instance": "Evil-xyz\\x1b[31m", "reason": "its Cast device id is not a UUID: xyz"}]
+    assert doc["ignored"] == [{"via": "mdns", "instance": "Evil-xyz\\x1b[31m", "reason": "its Cast device id is not a UUID: xyz"}]
 
 
 def test_routed_device_needs_the_option(tmp_path):

@@ -7,19 +7,25 @@ import json
 import click
 
 from castwall import render
-from castwall.commands.services import Services
+from castwall.commands.services import NOT_ROOT_DIAL, Services, note
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.errors import NotFound
+from castwall.system import host
 
 
 def run(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json: bool) -> None:
-    survey = take_survey(svc, interfaces, timeout, svc.is_root())
+    root = svc.is_root()
+    state, _ = host.read_state(svc.paths.state_file)
+    survey = take_survey(svc, interfaces, timeout, root, known=state)
     show_rejected(survey)
+    if not root:
+        note(NOT_ROOT_DIAL)
     devices = survey.devices
     if as_json:
         doc = render.document(
             "discover",
             interfaces=[i.name for i in survey.interfaces],
+            dial_wire=survey.dial_seen_on_wire,
             devices=[render.device_json(d, survey.refused.get(d.uuid)) for d in devices],
             ignored=[render.rejected_json(r) for r in survey.rejected],
         )

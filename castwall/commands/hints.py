@@ -33,7 +33,7 @@ def run(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_discov
         survey = Survey([], [], {}, choose_interfaces(every, interfaces), own_addresses(every))
     else:
         root = svc.is_root()
-        survey = take_survey(svc, interfaces, timeout, root, check_claims=root)
+        survey = take_survey(svc, interfaces, timeout, root, known=state, check_claims=root)
         show_rejected(survey)
     seen, networks, own = survey.devices, survey.networks, survey.own
     # An address the user approved in setup (--allow-*) keeps its reservation.

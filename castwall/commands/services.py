@@ -23,7 +23,26 @@ from castwall.system.ufw import UfwFirewall
 
 if TYPE_CHECKING:  # loaded when a command needs them: discover and --help do not
     from castwall.system.dnsmasq import Dnsmasq
+    from castwall.system.ssdp import DialSearch
     from castwall.system.ufwlib import UfwLibrary
+
+DIAL_ENV = "CASTWALL_DIAL"
+
+
+def dial_search(interfaces, *, wire: bool, may_fetch, note) -> DialSearch | None:
+    """A DIAL search on the interfaces, or None when CASTWALL_DIAL=off asks for mDNS alone.
+
+    Raises UsageError for another value of CASTWALL_DIAL.
+    """
+    setting = os.environ.get(DIAL_ENV, "on")
+    if setting not in ("on", "off", ""):
+        raise UsageError(f"{DIAL_ENV} must be 'on' or 'off', not {setting!r}")
+    if setting == "off":
+        note("DIAL: off (CASTWALL_DIAL=off)")
+        return None
+    from castwall.system.ssdp import DialSearch
+
+    return DialSearch(interfaces, wire=wire, may_fetch=may_fetch, note=note)
 
 
 @dataclass
@@ -34,6 +53,7 @@ class Services:
     runner: Runner = field(default_factory=SubprocessRunner)
     is_root: Callable[[], bool] = host.is_root
     discover: Callable[..., list[Announcement]] = discover_devices
+    dial: Callable[..., DialSearch | None] = field(default_factory=lambda: dial_search)
     raw_arp: Callable | None = packet_arp
     poke: Callable = poke
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
@@ -96,3 +116,11 @@ def progress(message: str) -> None:
 
 def warn(message: str) -> None:
     click.echo(f"castwall: warning: {message}", err=True)
+
+
+def note(message: str) -> None:
+    click.echo(f"castwall: note: {message}", err=True)
+
+
+NOT_ROOT_DIAL = ("not root: only the DIAL replies that this computer's firewall lets in were seen; "
+                 "with sudo castwall also sees the ones it drops")

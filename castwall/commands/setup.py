@@ -44,7 +44,7 @@ def run(
     if problem:
         warn(f"{problem}; castwall rebuilds it from its tagged rules in ufw" + (", keeping the old file as a copy" if not dry_run else ""))
     trust = Trust(routed=allow_routed, public=allow_public, contested=frozenset(contested))
-    survey = take_survey(svc, interfaces, timeout, root, trust=trust, check_claims=root)
+    survey = take_survey(svc, interfaces, timeout, root, known=previous, trust=trust, check_claims=root)
     show_rejected(survey)
     devices = survey.devices
     if not devices:

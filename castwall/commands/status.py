@@ -29,7 +29,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, timeout: float, interfa
         ufw = "active" if firewall.active() else "inactive"
     else:
         ufw = "unknown"
-    survey = None if no_discover else take_survey(svc, interfaces, timeout, root, expect=state, check_claims=root)
+    survey = None if no_discover else take_survey(svc, interfaces, timeout, root, known=state, expect=True, check_claims=root)
     if survey:
         show_rejected(survey)
     discovered = survey.devices if survey else None

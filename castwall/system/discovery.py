@@ -1,25 +1,36 @@
-"""Cast discovery over mDNS: the only module that imports zeroconf.
+"""Cast discovery over mDNS, with DIAL alongside: the only module that imports zeroconf.
 
 It gathers the records announced for `_googlecast._tcp` and hands them over
-raw; castwall.announcement reads them. Uses only zeroconf API that 0.47
+raw; castwall.announcement reads them. It also asks the devices castwall
+already knows by unicast, and lets a DIAL search (castwall.system.ssdp) run
+alongside until both have heard enough. Uses only zeroconf API that 0.47
 (Debian 12) and the newest releases share.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
 from castwall.announcement import Announcement, collate
 from castwall.errors import NetworkUnavailable
 from castwall.model import canonical_uuid
 
+if TYPE_CHECKING:
+    from castwall.system.ssdp import DialSearch
+
 SERVICE = "_googlecast._tcp.local."
 TYPE_A, TYPE_PTR, TYPE_TXT, TYPE_SRV, CLASS_IN = 1, 12, 16, 33, 1
 MAX_INSTANCES = 1000  # a flood of announcements is cut here, newest first
 MAX_QUESTIONS = 60  # one follow-up query, at most this many questions
+MAX_UNICAST_RECORDS = 64  # records read from one known device's unicast answers
+MDNS_PORT = 5353
+FETCH_GRACE = 1.0  # seconds a description fetch still under way at the end may take
 
 
 @dataclass(frozen=True)
@@ -102,11 +113,126 @@ def _announcements(zc, zeroconf) -> tuple[list[Announcement], list[tuple[str, in
     return found, missing[:MAX_QUESTIONS]
 
 
+class UnicastAsker:
+    """Unicast questions to the devices castwall knows, answered by unicast that conntrack admits.
+
+    Each question goes from a random local port to the device's port 5353, a
+    "legacy unicast" query (RFC 6762 section 6.7): the device answers by
+    unicast to that port, and the firewall lets the answer in as the reply it
+    is. So a known device is found even where multicast answers never arrive.
+    Only what the asked address itself sends is read, and only its own
+    address is taken from the answer.
+    """
+
+    def __init__(self, zeroconf, targets: Sequence[tuple[str, str]]):
+        self.zeroconf = zeroconf
+        self.id = int.from_bytes(os.urandom(2), "big") or 1
+        self.sockets: dict[str, socket.socket] = {}
+        self.targets: list[tuple[str, ipaddress.IPv4Address]] = []
+        self.records: dict[ipaddress.IPv4Address, list] = {}
+        self.followed: set[tuple] = set()  # (address, name, type) asked again because an answer lacked it
+        for local, remote in targets:
+            if local not in self.sockets:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    sock.bind((local, 0))
+                except OSError:
+                    sock.close()
+                    continue
+                sock.setblocking(False)
+                self.sockets[local] = sock
+            self.targets.append((local, ipaddress.IPv4Address(remote)))
+
+    def ask(self, questions: dict[ipaddress.IPv4Address, list[tuple[str, int]]] | None = None) -> None:
+        """The PTR question to every target, or the given questions to some."""
+        for local, remote in self.targets:
+            wanted = [(SERVICE, TYPE_PTR)] if questions is None else questions.get(remote)
+            if not wanted:
+                continue
+            out = self.zeroconf.DNSOutgoing(0, False, self.id)  # flags 0: a query; not multicast
+            for name, rtype in wanted[:MAX_QUESTIONS]:
+                out.add_question(self.zeroconf.DNSQuestion(name, rtype, CLASS_IN))
+            for packet in out.packets():
+                try:
+                    self.sockets[local].sendto(packet, (str(remote), MDNS_PORT))
+                except OSError:
+                    pass
+
+    def read(self) -> bool:
+        """Take whatever answers have arrived; True when there was news."""
+        news = False
+        asked = {remote for _, remote in self.targets}
+        for sock in self.sockets.values():
+            while True:
+                try:
+                    data, (host, port) = sock.recvfrom(9000)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                source = ipaddress.IPv4Address(host)
+                if port != MDNS_PORT or source not in asked:
+                    continue
+                try:
+                    incoming = self.zeroconf.DNSIncoming(data)
+                    answers = incoming.answers() if callable(incoming.answers) else incoming.answers
+                    if incoming.id != self.id or not incoming.flags & 0x8000:
+                        continue
+                except Exception:  # noqa: BLE001 - a packet zeroconf cannot read is ignored, like any malformed one
+                    continue
+                kept = self.records.setdefault(source, [])
+                room = MAX_UNICAST_RECORDS - len(kept)
+                if room > 0 and answers:
+                    kept.extend(list(answers)[:room])
+                    news = True
+        return news
+
+    def follow_up(self) -> None:
+        """Ask once more, at once, for what an answer lacked (a legacy unicast answer holds 512 bytes)."""
+        _, missing = self.announcements()
+        fresh = {ip: [q for q in wanted if (ip, *q) not in self.followed] for ip, wanted in missing.items()}
+        fresh = {ip: wanted for ip, wanted in fresh.items() if wanted}
+        if fresh:
+            self.followed.update((ip, *q) for ip, wanted in fresh.items() for q in wanted)
+            self.ask(fresh)
+
+    def announcements(self) -> tuple[list[Announcement], dict[ipaddress.IPv4Address, list[tuple[str, int]]]]:
+        """What each known device answered, and the questions that would complete it."""
+        found, missing = [], {}
+        for source, records in self.records.items():
+            def of(name: str, rtype: int) -> list:
+                return [r for r in records if r.type == rtype and r.name.lower() == name.lower()]
+
+            for instance in dict.fromkeys(ptr.alias for ptr in of(SERVICE, TYPE_PTR)):
+                srv = next(iter(of(instance, TYPE_SRV)), None)
+                txt = next(iter(of(instance, TYPE_TXT)), None)
+                own = tuple(r.address for r in of(srv.server, TYPE_A) if r.address == source.packed) if srv else ()
+                wanted = []
+                if srv is None:
+                    wanted.append((instance, TYPE_SRV))
+                elif not own:
+                    wanted.append((srv.server, TYPE_A))
+                if txt is None:
+                    wanted.append((instance, TYPE_TXT))
+                if wanted:
+                    missing.setdefault(source, []).extend(wanted)
+                found.append(Announcement(instance=instance, port=srv.port if srv else None, txt=txt.text if txt else None,
+                                          addresses=own, via="mdns-unicast"))
+        return found, missing
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+
+
 def discover(
     addresses: Sequence[str],
     timeout: float,
     *,
     expect: Collection[str] = (),
+    known: Sequence[tuple[str, str]] = (),
+    dial: DialSearch | None = None,
+    complete: bool = False,
     rule: StopRule = StopRule(),
     clock: Callable[[], float] = time.monotonic,
     note: Callable[[str], None] = lambda message: None,
@@ -114,9 +240,15 @@ def discover(
     """Gather the Cast announcements heard from the given local IPv4 addresses.
 
     expect holds the UUIDs of devices set up before: when all of them answer
-    the first query, discovery ends without a second round.
+    the first query, discovery ends without a second round. known holds
+    (local address, device address) pairs to ask by unicast as well. dial,
+    when given, is started first and runs alongside; discovery ends only when
+    it has heard enough too (see DialSearch.settled; complete: every DIAL
+    answer), and its replies are in dial.replies afterwards.
     Raises NetworkUnavailable when mDNS cannot be started on them.
     """
+    if dial is not None:
+        dial.start()
     # Why only QM questions: python-zeroconf's browser opens with a QU question,
     # and a responder answers QU by unicast to port 5353, which ufw's default
     # deny drops; avahi even drops its pending multicast answer then. Answers to
@@ -142,19 +274,32 @@ def discover(
     try:
         zc = zeroconf.Zeroconf(interfaces=list(addresses))
     except (OSError, zeroconf.Error) as exc:
+        if dial is not None:
+            dial.finish(0)
         where = ", ".join(addresses)
         raise NetworkUnavailable(f"cannot start mDNS on {where}: {getattr(exc, 'strerror', None) or exc}") from None
     watcher = None
+    unicast = UnicastAsker(zeroconf, known) if known else None
+    mdns_over = False  # mDNS has heard enough; waiting for DIAL only
+    announced: set = set()
+    announced_at = -1
     expected = {canonical_uuid(u) for u in expect}
     asked: list[float] = []  # when each round's question went out
     before_second: set[str] = set()  # the instances heard before the second question
     third: bool | None = None  # whether a third question is due, once the second one's answers are in
     completing_since: float | None = None
     checked = -1
+    mdns_ended = 0.0
 
     def ask(elapsed: float) -> None:
         _query(zc, zeroconf, [(SERVICE, TYPE_PTR)])
+        if unicast is not None and len(asked) < 2:
+            unicast.ask()
         asked.append(elapsed)
+
+    def heard() -> list[Announcement]:
+        found = _announcements(zc, zeroconf)[0]
+        return found + (unicast.announcements()[0] if unicast is not None else [])
 
     try:
         start = clock()
@@ -162,17 +307,29 @@ def discover(
         watcher = zeroconf.ServiceBrowser(zc, SERVICE, handlers=[on_record], question_type=zeroconf.DNSQuestionType.QM)
         with activity:
             while True:
+                if unicast is not None and unicast.read():
+                    last_heard = clock()
+                    news += 1
+                    unicast.follow_up()
                 elapsed = clock() - start
                 last = None if last_heard is None else last_heard - start
                 if elapsed >= timeout:
                     break
+                if mdns_over:
+                    if news != announced_at:
+                        announced_at = news
+                        announced = {ipaddress.IPv4Address(raw) for a in heard() for raw in a.addresses if len(raw) == 4}
+                    if dial.settled(announced, last_heard is not None, complete=complete):
+                        break
+                    activity.wait(0.005)
+                    continue
                 if len(asked) == 1 and elapsed >= rule.requery:
                     before_second = _instances(zc, zeroconf)
                     ask(elapsed)
                 heard_enough = False
                 if expected and len(asked) == 1 and news != checked and rule.quiet(elapsed, last, rule.first_quiet):
                     checked = news
-                    devices, _ = collate(_announcements(zc, zeroconf)[0])
+                    devices, _ = collate(heard())
                     heard_enough = expected <= {d.uuid for d in devices}
                 if len(asked) >= 2 and elapsed >= asked[-1] + rule.answer_window and rule.quiet(elapsed, last, rule.settle):
                     if len(asked) == 2 and third is None:
@@ -184,15 +341,19 @@ def discover(
                         heard_enough = True
                 if completing_since is not None:
                     if elapsed >= completing_since + rule.answer_window and rule.quiet(elapsed, last, rule.settle):
-                        break
+                        mdns_over = True
                 elif heard_enough:
                     _, missing = _announcements(zc, zeroconf)
                     if not missing:
-                        break
-                    _query(zc, zeroconf, missing)  # ask once for the records that did not come
-                    completing_since = elapsed
+                        mdns_over = True
+                    else:
+                        _query(zc, zeroconf, missing)  # ask once for the records that did not come
+                        completing_since = elapsed
+                if mdns_over and dial is None:
+                    break
                 activity.wait(0.005)  # news wakes it at once; this is for the clock's deadlines
-        found, _ = _announcements(zc, zeroconf)
+        mdns_ended = clock() - start
+        found = heard()
         note(f"questions at {', '.join(f'{t:.2f}' for t in asked)} s"
              + (f" and one for missing records at {completing_since:.2f} s" if completing_since is not None else "")
              + f"; {len(found)} instance(s); last news at "
@@ -200,5 +361,14 @@ def discover(
     finally:
         if watcher is not None:
             watcher.cancel()
+        if unicast is not None:
+            unicast.close()
         zc.close()
+        if dial is not None:
+            # Descriptions asked for just before the end get a moment more, within --timeout.
+            replies = dial.finish(min(FETCH_GRACE, max(0.0, timeout - (clock() - start))))
+            note(f"DIAL: {len(replies)} replier(s), "
+                 + f"{sum(r.delivered for r in replies)} reached the socket, {sum(r.on_wire for r in replies)} seen on the wire"
+                 + (f" ({dial.wire_problem})" if dial.wire_problem else "") + f"; mDNS was done at {mdns_ended:.3f} s, "
+                 + f"DIAL at {clock() - start:.3f} s")
     return found

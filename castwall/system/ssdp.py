@@ -1,0 +1,358 @@
+"""DIAL discovery: the M-SEARCH, its replies (from the socket and, as root, from the wire) and the descriptions.
+
+Chrome sends its M-SEARCH from a random local port and each Cast device answers
+by unicast to that port, from a random port of its own: a default-deny
+firewall drops the answer, since conntrack does not tie it to a multicast
+question. castwall asks the same way. As root it also reads the interface
+through a packet socket, which sees a reply before the firewall drops it:
+those replies are the very traffic castwall exists to allow, and comparing
+the two says whether this computer's firewall drops them. Everything a reply
+says is untrusted (castwall.dial reads it); a description is fetched only
+from the replier's own address, port 8008, without redirects, with a short
+timeout and a size cap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import http.client
+import ipaddress
+import select
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from castwall import __version__
+from castwall.dial import MAX_DESCRIPTION, MAX_REPLY, SEARCH_TARGET, DESCRIPTION_PORT, DialReply, description_path, parse_response
+from castwall.sanitize import safe_text
+
+GROUP = ("239.255.255.250", 1900)
+MX = 1  # seconds a device may wait before it answers, as Chrome asks
+COPIES = (0.0, 0.1)  # when the M-SEARCH goes out: twice, as UDP may lose one
+MARGIN = 0.15  # after the last answer time, for the reply to cross the LAN
+FETCH_TIMEOUT = 1.0  # for one description: connect, then the whole body
+MAX_SOURCES = 256  # distinct repliers castwall reads; a flood from more is cut here
+FETCHERS = 16
+
+ETH_P_IP = 0x0800
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
+
+MSEARCH = (
+    "M-SEARCH * HTTP/1.1\r\n"
+    f"HOST: {GROUP[0]}:{GROUP[1]}\r\n"
+    'MAN: "ssdp:discover"\r\n'
+    f"MX: {MX}\r\n"
+    f"ST: {SEARCH_TARGET}\r\n"
+    f"USER-AGENT: castwall/{__version__}\r\n"
+    "\r\n"
+).encode("ascii")
+
+
+def udp_port_filter(port: int) -> bytes:
+    """A classic BPF program for a cooked packet socket: IPv4 UDP datagrams (first fragments) to port only."""
+    ops = [
+        (0x30, 0, 0, 9),  # ldb [9]: the IP protocol
+        (0x15, 0, 6, 17),  # jeq UDP, else drop
+        (0x28, 0, 0, 6),  # ldh [6]: flags and fragment offset
+        (0x45, 4, 0, 0x1FFF),  # jset offset: a later fragment, drop
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf): the IP header's length
+        (0x48, 0, 0, 2),  # ldh [x+2]: the UDP destination port
+        (0x15, 0, 1, port),  # jeq port, else drop
+        (0x06, 0, 0, 0x40000),  # ret: accept
+        (0x06, 0, 0, 0),  # ret: drop
+    ]
+    return b"".join(struct.pack("HBBI", *op) for op in ops)
+
+
+def parse_udp(packet: bytes) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address, int, int, bytes] | None:
+    """(source, destination, source port, destination port, payload) of an IPv4 UDP datagram, or None."""
+    if len(packet) < 28 or packet[0] >> 4 != 4 or packet[9] != 17:
+        return None
+    header = (packet[0] & 0x0F) * 4
+    if header < 20 or len(packet) < header + 8:
+        return None
+    total = struct.unpack_from("!H", packet, 2)[0]
+    sport, dport, length = struct.unpack_from("!HHH", packet, header)
+    end = min(len(packet), total, header + length)
+    return (ipaddress.IPv4Address(packet[12:16]), ipaddress.IPv4Address(packet[16:20]), sport, dport,
+            packet[header + 8 : end])
+
+
+def _attach_filter(sock: socket.socket, program: bytes) -> None:
+    buffer = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+@dataclass
+class _Source:
+    """What one replier sent, merged over all its replies."""
+
+    interface: str
+    text: bytes
+    delivered: bool = False
+    on_wire: bool = False
+    problem: str | None = None
+    fetch: concurrent.futures.Future | None = None
+
+
+@dataclass
+class _Interface:
+    name: str
+    ip: ipaddress.IPv4Address
+    udp: socket.socket
+    port: int
+    wire: socket.socket | None = None
+
+
+def fetch_description(ip: ipaddress.IPv4Address, path: str, timeout: float = FETCH_TIMEOUT,
+                      clock: Callable[[], float] = time.monotonic) -> tuple[bytes, str | None]:
+    """GET path from ip's port 8008: the body and the Application-URL header.
+
+    No redirect is followed, the body is cut at MAX_DESCRIPTION and the whole
+    exchange must end within timeout. Raises ValueError, saying why not.
+    """
+    deadline = clock() + timeout
+    conn = http.client.HTTPConnection(str(ip), DESCRIPTION_PORT, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": f"{ip}:{DESCRIPTION_PORT}", "User-Agent": f"castwall/{__version__}",
+                                           "Accept": "application/xml, text/xml"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise ValueError(f"its description answered HTTP {response.status}, not 200 (castwall follows no redirect)")
+        length = response.getheader("Content-Length")
+        if length and length.strip().isdigit() and int(length) > MAX_DESCRIPTION:
+            raise ValueError(f"its description is larger than {MAX_DESCRIPTION // 1024} KiB")
+        body = bytearray()
+        while True:
+            if clock() > deadline:
+                raise ValueError(f"its description did not arrive within {timeout:g} s")
+            chunk = response.read1(8192)
+            if not chunk:
+                break
+            body += chunk
+            if len(body) > MAX_DESCRIPTION:
+                raise ValueError(f"its description is larger than {MAX_DESCRIPTION // 1024} KiB")
+        return bytes(body), response.getheader("Application-URL")
+    except (OSError, http.client.HTTPException) as exc:
+        what = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else safe_text(getattr(exc, "strerror", None) or exc, 80)
+        raise ValueError(f"its description could not be fetched from {ip}:{DESCRIPTION_PORT} ({what})") from None
+    finally:
+        conn.close()
+
+
+@dataclass
+class DialSearch:
+    """One DIAL search on the chosen interfaces, running in the background while mDNS asks.
+
+    interfaces: (name, IPv4 address) pairs. wire: also read each interface
+    through a packet socket (needs root). may_fetch(ip) says why castwall may
+    not fetch from ip (None: it may): castwall passes its own screening.
+    """
+
+    interfaces: Sequence[tuple[str, ipaddress.IPv4Address]]
+    wire: bool = False
+    may_fetch: Callable[[ipaddress.IPv4Address], str | None] = lambda ip: None
+    clock: Callable[[], float] = time.monotonic
+    note: Callable[[str], None] = lambda message: None
+    fetch: Callable[..., tuple[bytes, str | None]] = fetch_description
+    _sources: dict[ipaddress.IPv4Address, _Source] = field(default_factory=dict)
+    _ifaces: list[_Interface] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _pool: concurrent.futures.ThreadPoolExecutor | None = None
+    _started: float = 0.0
+    _sent: int = 0
+    dropped_sources: int = 0
+    wire_problem: str | None = None
+    replies: list[DialReply] = field(default_factory=list)  # set by finish()
+
+    def start(self) -> None:
+        """Open the sockets and send the first M-SEARCH; the rest happens in a thread of its own."""
+        self._started = self.clock()
+        for name, ip in self.interfaces:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                udp.bind((str(ip), 0))
+                udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ip.packed)
+                udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 4)
+                udp.setblocking(False)
+            except OSError as exc:
+                udp.close()
+                self.note(f"DIAL: no socket on {name} ({exc.strerror or exc})")
+                continue
+            iface = _Interface(name, ip, udp, udp.getsockname()[1])
+            if self.wire:
+                iface.wire = self._open_wire(name, iface.port)
+            self._ifaces.append(iface)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=FETCHERS, thread_name_prefix="castwall-dial")
+        self._send()
+        self._thread = threading.Thread(target=self._read, name="castwall-dial-reader", daemon=True)
+        self._thread.start()
+
+    def _open_wire(self, name: str, port: int) -> socket.socket | None:
+        try:
+            # Protocol 0 receives nothing until bind, so the filter is in place before the first packet.
+            wire = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+        except OSError as exc:
+            self.wire_problem = f"cannot open a packet socket ({exc.strerror or exc})"
+            return None
+        try:
+            _attach_filter(wire, udp_port_filter(port))
+            wire.bind((name, ETH_P_IP))
+            wire.setblocking(False)
+        except OSError as exc:
+            wire.close()
+            self.wire_problem = f"cannot read {name} through a packet socket ({exc.strerror or exc})"
+            return None
+        return wire
+
+    def _send(self) -> None:
+        for iface in self._ifaces:
+            try:
+                iface.udp.sendto(MSEARCH, GROUP)
+            except OSError as exc:
+                self.note(f"DIAL: M-SEARCH on {iface.name} failed ({exc.strerror or exc})")
+        self._sent += 1
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """The local port each interface's M-SEARCH went out from."""
+        return {i.name: i.port for i in self._ifaces}
+
+    def window_end(self) -> float:
+        """Seconds after start by which every device has answered the last M-SEARCH."""
+        return COPIES[-1] + MX + MARGIN
+
+    def _read(self) -> None:
+        by_socket = {}
+        for iface in self._ifaces:
+            by_socket[iface.udp] = (iface, False)
+            if iface.wire is not None:
+                by_socket[iface.wire] = (iface, True)
+        while not self._stop.is_set():
+            elapsed = self.clock() - self._started
+            if self._sent < len(COPIES) and elapsed >= COPIES[self._sent]:
+                self._send()
+            try:
+                ready, _, _ = select.select(list(by_socket), [], [], 0.02)
+            except (OSError, ValueError):  # a socket closed under us: finish() is under way
+                return
+            for sock in ready:
+                iface, wire = by_socket[sock]
+                try:
+                    if wire:
+                        packet, address = sock.recvfrom(65535)
+                        if address[2] == PACKET_OUTGOING:
+                            continue
+                        udp = parse_udp(packet)
+                        if udp is None or udp[1] != iface.ip or udp[3] != iface.port:
+                            continue
+                        self._heard(iface, udp[0], udp[4], wire=True)
+                    else:
+                        data, (host, _) = sock.recvfrom(MAX_REPLY + 1)
+                        self._heard(iface, ipaddress.IPv4Address(host), data, wire=False)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    return
+
+    def _heard(self, iface: _Interface, source: ipaddress.IPv4Address, data: bytes, *, wire: bool) -> None:
+        with self._lock:
+            known = self._sources.get(source)
+            if known is None:
+                if len(self._sources) >= MAX_SOURCES:
+                    self.dropped_sources += 1
+                    return
+                known = self._sources[source] = _Source(iface.name, data[: MAX_REPLY + 1])
+                self._examine(source, known)
+            if wire:
+                known.on_wire = True
+            else:
+                known.delivered = True
+
+    def _examine(self, source: ipaddress.IPv4Address, found: _Source) -> None:
+        """Check a new replier's first reply; fetch its description if castwall may."""
+        try:
+            path = description_path(parse_response(found.text), source)
+        except ValueError as exc:
+            found.problem = str(exc)
+            return
+        why = self.may_fetch(source)
+        if why:
+            found.problem = f"not asked for its description: {why}"
+            return
+        assert self._pool is not None
+        found.fetch = self._pool.submit(self.fetch, source, path)
+
+    def repliers(self) -> set[ipaddress.IPv4Address]:
+        with self._lock:
+            return set(self._sources)
+
+    def settled(self, announced: set, heard_any: bool, *, complete: bool = False) -> bool:
+        """Whether discovery may end now, as far as DIAL is concerned.
+
+        announced holds the addresses mDNS announced, heard_any whether mDNS
+        heard anything at all. Where multicast reaches this computer, mDNS
+        has found the devices by the time it ends, and DIAL adds no wall
+        time. castwall waits for every DIAL answer (window_end) only when
+        mDNS heard nothing, when a DIAL replier is a host mDNS did not
+        announce (multicast is lost for some), or when complete (castwall
+        check) asks for it.
+        """
+        if self.clock() - self._started >= self.window_end():
+            return not self._pending()
+        if complete or not heard_any:
+            return False
+        return not (self.repliers() - announced)
+
+    def _pending(self) -> bool:
+        with self._lock:
+            return any(s.fetch is not None and not s.fetch.done() for s in self._sources.values())
+
+    def finish(self, wait: float) -> list[DialReply]:
+        """Stop reading, give description fetches up to wait seconds more, close everything; the replies."""
+        deadline = self.clock() + max(0.0, wait)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            sources = dict(self._sources)
+        for found in sources.values():
+            if found.fetch is not None:
+                try:
+                    found.fetch.result(timeout=max(0.0, deadline - self.clock()))
+                except Exception:  # noqa: BLE001 - read in _reply, whatever it was
+                    pass
+        for iface in self._ifaces:
+            iface.udp.close()
+            if iface.wire is not None:
+                iface.wire.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        replies = [self._reply(ip, found) for ip, found in sorted(sources.items(), key=lambda item: int(item[0]))]
+        if self.dropped_sources:
+            self.note(f"DIAL: replies from {self.dropped_sources} more host(s) ignored (at most {MAX_SOURCES})")
+        self.replies = replies
+        return replies
+
+    @staticmethod
+    def _reply(ip: ipaddress.IPv4Address, found: _Source) -> DialReply:
+        description, app_url, problem = None, None, found.problem
+        job = found.fetch
+        if job is not None:
+            if not job.done() or job.cancelled():
+                problem = "its description did not arrive before discovery ended"
+            elif isinstance(job.exception(), ValueError):
+                problem = str(job.exception())
+            elif job.exception() is not None:
+                problem = f"its description could not be read ({safe_text(job.exception(), 80)})"
+            else:
+                description, app_url = job.result()
+        return DialReply(ip, found.interface, found.text, found.delivered, found.on_wire, description, app_url, problem)
