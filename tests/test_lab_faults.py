@@ -8,8 +8,12 @@ command (Lab.inject_ufw_fault), over iptables for the library
 (Lab.inject_iptables_fault); the real ufw and iptables do the work.
 """
 
+import fcntl
+import os
 import re
+import selectors
 import subprocess
+import time
 
 import pytest
 
@@ -174,18 +178,86 @@ def test_a_run_killed_mid_apply_is_reconciled_by_the_next_runs(make_lab, path):
     assert lab.castwall("status", "--no-discover").returncode == 0
 
 
+class Outputs:
+    """Both streams of some processes, read as they come (never blocking past a deadline)."""
+
+    def __init__(self, procs):
+        self.text = {p.pid: [b"", b""] for p in procs}  # pid -> [stdout, stderr]
+        self._sel = selectors.DefaultSelector()
+        for p in procs:
+            for i, pipe in enumerate((p.stdout, p.stderr)):
+                os.set_blocking(pipe.fileno(), False)
+                self._sel.register(pipe, selectors.EVENT_READ, (p.pid, i))
+
+    def read_until(self, done, timeout: float) -> bool:
+        """Read until done() holds or every stream is at its end; False if the timeout came first."""
+        deadline = time.monotonic() + timeout
+        while not done() and self._sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in self._sel.select(left):
+                pid, i = key.data
+                chunk = os.read(key.fileobj.fileno(), 65536)
+                if chunk:
+                    self.text[pid][i] += chunk
+                else:
+                    self._sel.unregister(key.fileobj)
+        return done()
+
+    def at_end(self) -> bool:
+        return not self._sel.get_map()
+
+    def decoded(self) -> dict:
+        return {pid: (out.decode(errors="replace"), err.decode(errors="replace")) for pid, (out, err) in self.text.items()}
+
+    def close(self) -> None:
+        self._sel.close()
+
+
 def test_two_runs_at_once_one_waits_and_no_rule_is_doubled(make_lab):
+    """Deterministic: the test holds castwall's run lock until both runs say they are waiting for it."""
     lab = make_lab(devices=3)
-    env = {"PYTHONPATH": str(lab.dir / "src"), "CASTWALL_STATE_DIR": str(lab.state_dir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    runs = [subprocess.Popen(lab.ws_argv([lab.python, "-m", "castwall", "setup", "--yes"]), env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) for _ in range(2)]
-    outs = [r.communicate(timeout=120) for r in runs]
-    assert [r.returncode for r in runs] == [0, 0], outs
-    stdout = "".join(o[0] for o in outs)
-    assert stdout.count("Done: 3 ufw change(s)") == 1 and stdout.count("Nothing to change") == 1
-    assert "waiting for another castwall run" in "".join(o[1] for o in outs)
+    env = {"PYTHONPATH": str(lab.dir / "src"), "CASTWALL_STATE_DIR": str(lab.state_dir), "PYTHONDONTWRITEBYTECODE": "1",
+           "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    waiting = b"waiting for another castwall run"
+    # castwall flocks /run/castwall.lock in the workstation, where the lab binds lab.dir/ws-run over /run.
+    lock = os.open(lab.dir / "ws-run" / "castwall.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    runs, outputs = [], None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(lock, 0)
+        os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # the holder's pid, which castwall names while it waits
+        for _ in range(2):
+            runs.append(subprocess.Popen(lab.ws_argv([lab.python, "-m", "castwall", "setup", "--yes"]), env=env,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
+        outputs = Outputs(runs)
+        both_wait = outputs.read_until(lambda: all(waiting in err for _, err in outputs.text.values()), timeout=60)
+        # Release at once: each run waits at most 10 s (Services.lock_wait) from its first try.
+        os.close(lock)  # closing the only descriptor releases the flock
+        lock = None
+        assert both_wait, outputs.decoded()
+        # One run takes the lock and adds the rules; the other gets it after and finds nothing to change.
+        assert outputs.read_until(outputs.at_end, timeout=90), outputs.decoded()
+        codes = [r.wait(timeout=30) for r in runs]
+    finally:
+        if lock is not None:
+            os.close(lock)
+        for r in runs:
+            if r.poll() is None:
+                r.kill()
+            r.wait()
+            r.stdout.close()
+            r.stderr.close()
+        if outputs is not None:
+            outputs.close()
+    text = outputs.decoded()
+    assert codes == [0, 0], text
+    stdout = "".join(out for out, _ in text.values())
+    assert stdout.count("Done: 3 ufw change(s)") == 1 and stdout.count("Nothing to change") == 1, text
+    assert all(err.count(f"waiting for another castwall run (pid {os.getpid()})") == 1 for _, err in text.values()), text
     tagged = [line for line in lab.ufw_added() if "castwall:" in line]
-    assert len(tagged) == len(set(tagged)) == 3
+    assert len(tagged) == len(set(tagged)) == 3, tagged
 
 
 def test_each_broken_host_gives_one_line_and_its_exit_code(make_lab):
