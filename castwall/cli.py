@@ -90,10 +90,13 @@ dry_run_option = click.option("--dry-run", "-n", is_flag=True, help="Show what w
 def cli(ctx: click.Context, debug: bool) -> None:
     """Let Chromecasts and other Cast devices through ufw, one narrow rule per device.
 
-    castwall finds Cast devices on the LAN with mDNS, resolves their MAC
-    addresses, reads the local port range and allows UDP from each device's
-    address to that range, so casting from Chrome works while ufw keeps
-    denying everything else. It suggests a DHCP reservation for each device so
+    castwall finds Cast devices on the LAN with mDNS and DIAL, as Chrome
+    does, resolves their MAC addresses, reads the local port range and
+    allows UDP from each device's address to that range: the path of the
+    devices' DIAL answers, which ufw's default deny drops and which is
+    Chrome's only way to find them where the LAN loses multicast. So casting
+    from Chrome works while ufw keeps denying everything else, and 'castwall
+    check' measures whether Chrome can find and reach each device. It suggests a DHCP reservation for each device so
     its address, and so its rule, stays valid ('castwall hints' prints them in
     the syntax of many routers).
 
@@ -102,7 +105,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       0  success, or all in place (status)
       1  internal error (a bug; --debug shows the traceback)
       2  usage error
-      3  status: something needs attention
+      3  status or check: something needs attention
       4  root needed
       5  a required program is missing (ufw, ip; dnsmasq for --reserve)
       6  a ufw command or the dnsmasq reservations failed; any change of the run was undone
@@ -130,8 +133,10 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
     """List the Cast devices on the LAN (no root needed).
 
     One line per device: friendly name, model, kind (video, audio, group),
-    address, port, MAC address where known, and UUID. A Cast group is shown
-    with the device that hosts it.
+    address, port, MAC address where known, how it was found (mDNS, unicast
+    mDNS to a device set up before, DIAL) and UUID. A Cast group is shown
+    with the device that hosts it. Without root only the DIAL answers that
+    this computer's firewall lets in are seen; as root also those it drops.
     """
     from castwall.commands.discover import run
 
@@ -203,10 +208,12 @@ def setup(
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
 @click.option("--no-discover", is_flag=True, help="Report from the state file and ufw only; do not look for devices.")
+@click.option("--check", "check", is_flag=True,
+              help="Also measure, as 'castwall check' does, whether Chrome can find and reach each device.")
 @timeout_option
 @interface_option
 @click.pass_obj
-def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, interfaces: tuple[str, ...]) -> None:
+def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: float, interfaces: tuple[str, ...]) -> None:
     """Show castwall's rules, the devices, and what needs attention (no root needed).
 
     Reports a device whose address moved since its rule was written, a rule
@@ -216,11 +223,36 @@ def status(svc: Services, as_json: bool, no_discover: bool, timeout: float, inte
     the reason. With root it also checks the live ufw rules against the state
     file (a run killed part way shows here) and asks every device's address
     by ARP: an address two hosts claim needs attention. Exits 0 when all is
-    in place and 3 when something needs action.
+    in place and 3 when something needs action. With --check it also reports
+    each device that Chrome could not find or reach (see 'castwall check').
     """
     from castwall.commands.status import run
 
-    run(svc, as_json, no_discover, timeout, interfaces)
+    run(svc, as_json, no_discover, check, timeout, interfaces)
+
+
+@cli.command()
+@device_option
+@interface_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+@timeout_option
+@click.pass_obj
+def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float) -> None:
+    """Measure whether Chrome can find and cast to each device; change nothing.
+
+    For every device seen now or set up before, castwall measures what Chrome
+    needs on this computer: whether the device's mDNS answers arrive by
+    multicast; whether its DIAL reply to an M-SEARCH sent from a random local
+    port, as Chrome sends it, reaches that port (as root castwall also reads
+    the wire, so a reply this computer's firewall drops is reported as
+    such); and whether a TCP connection to its Cast port opens. It gives one
+    verdict per device: how Chrome finds it, or what is missing and the
+    command that fixes it. No root needed; root sees more. Exits 0 when
+    Chrome can find and reach every device, 3 otherwise.
+    """
+    from castwall.commands.check import run
+
+    run(svc, selectors, interfaces, as_json, timeout)
 
 
 @cli.command()

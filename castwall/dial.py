@@ -120,6 +120,8 @@ def description_path(headers: dict[str, str], source: ipaddress.IPv4Address) -> 
     location = headers.get("location")
     if not location:
         raise ValueError("its reply has no LOCATION")
+    if not headers.get("usn"):
+        raise ValueError("its reply has no USN, which Chrome requires")
     port, path = _same_host_url(location, source, "LOCATION")
     if port != DESCRIPTION_PORT:
         raise ValueError(f"its LOCATION names port {port or 80}, not the Cast devices' {DESCRIPTION_PORT}")

@@ -12,6 +12,7 @@ from castwall.planner import Finding
 from castwall.sanitize import safe_text
 from castwall.announcement import Rejected
 from castwall.state import device_json as _device_json
+from castwall.verdict import DIAL_WORDS, Verdict
 
 SCHEMA = 1
 UFW_WORDS = {
@@ -192,6 +193,41 @@ def status_text(
     return "\n".join(out)
 
 
+# --- check ------------------------------------------------------------------
+
+
+def check_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
+    rows = []
+    for v in verdicts:
+        if v.ok:
+            chrome = f"finds it by {' and '.join(v.ways)}, can cast"
+        elif v.ways:
+            chrome = "finds it, CANNOT CAST"
+        else:
+            chrome = "CANNOT FIND IT"
+        mdns = "arrives" if v.mdns else ("not here" if v.device.found_by else "no answer")
+        rows.append([safe_text(v.device.name), str(v.device.ip), mdns, DIAL_WORDS[v.dial],
+                     f"{v.device.port} " + ("opens" if v.cast is None else "fails"), chrome])
+    return rows
+
+
+def check_text(verdicts: Sequence[Verdict]) -> str:
+    """What Chrome needs, device by device: the table, the problems with their fixes, then notes."""
+    out = [table(["NAME", "ADDRESS", "MDNS", "DIAL", "CAST PORT", "CHROME"], check_rows(verdicts))]
+    bad = [v for v in verdicts if not v.ok]
+    if bad:
+        out += ["", f"Needs attention ({len(bad)}):"]
+        for v in bad:
+            out.append(f"  ! {safe_text(v.device.name)} ({v.device.ip}): {safe_text(v.problem, 400)}")
+            out.append(f"    fix: {safe_text(v.fix, 400)}")
+    notes = [v for v in verdicts if v.note]
+    if notes:
+        out += [""] + [f"  note: {safe_text(v.device.name)}: {safe_text(v.note, 400)}" for v in notes]
+    out += ["", f"Chrome can find and cast to all {len(verdicts)} device(s)." if not bad else
+            f"Chrome cannot find or reach {len(bad)} of {len(verdicts)} device(s)."]
+    return "\n".join(out)
+
+
 # --- JSON -------------------------------------------------------------------
 
 
@@ -211,6 +247,12 @@ def rejected_json(r: Rejected) -> dict:
 
 def rule_json(r: Rule) -> dict:
     return {"ip": str(r.ip), "ports": [r.ports.low, r.ports.high], "owner": r.owner, "comment": r.comment}
+
+
+def verdict_json(v: Verdict, refused: str | None = None) -> dict:
+    return {**device_json(v.device, refused), "mdns": v.mdns, "dial": v.dial,
+            "cast": {"port": v.device.port, "opens": v.cast is None, "error": v.cast},
+            "chrome_finds_by": [w.lower() for w in v.ways], "ok": v.ok, "problem": v.problem, "fix": v.fix, "note": v.note}
 
 
 def finding_json(f: Finding) -> dict:

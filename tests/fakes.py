@@ -6,9 +6,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
 from castwall.announcement import Announcement
+from castwall.dial import DialReply
 from castwall.commands.services import Services
 from castwall.model import Device, Kind
 from castwall.system.host import Paths
@@ -169,13 +171,28 @@ def arp_text(devices: Sequence[Device]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def dial_reply(d: Device, *, delivered: bool = True, on_wire: bool = False, uuid: str | None = None) -> DialReply:
+    """What castwall's DIAL search gets from a device like d: its reply and its description."""
+    desc = (DATA / "dial-device-desc.xml").read_bytes()
+    desc = desc.replace(b"5e7a1c39-2b84-4d6f-90c1-3a8b7d2e4f16", (uuid or d.uuid).encode())
+    desc = desc.replace(b"<friendlyName>Chromecast", b"<friendlyName>" + d.name.encode())
+    text = (DATA / "dial-msearch-reply.txt").read_bytes().replace(b"192.168.1.66", str(d.ip).encode())
+    heard = delivered or on_wire  # castwall fetches the description of a reply seen either way
+    return DialReply(d.ip, "eth0", text, delivered, on_wire, desc if heard else None,
+                     f"http://{d.ip}:8008/apps/" if heard else None)
+
+
 def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = True, ufw: FakeUfw | None = None,
              port_range: str = "32768\t60999\n", extra: Sequence[Announcement] = (),
-             impostors: dict[str, str] | None = None) -> Services:
+             impostors: dict[str, str] | None = None, dial: Sequence[DialReply] | None = None,
+             closed: Sequence[str] = (), mdns: Sequence[Device] | None = None) -> Services:
     """Services for CliRunner tests: a fake LAN and ufw, real files under tmp_path.
 
-    The LAN announces devices (and extra, raw announcements) and answers ARP
-    for the devices' addresses; impostors (address -> MAC) answer ARP too.
+    The LAN announces devices (and extra, raw announcements; mdns, when given,
+    are the devices whose announcements arrive) and answers ARP for the
+    devices' addresses; impostors (address -> MAC) answer ARP too. dial holds
+    the DIAL replies castwall's search gets (None: no DIAL search), closed the
+    addresses whose Cast port does not open.
     """
     def raw_arp(ips, iface):
         answers = {}
@@ -200,8 +217,10 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         paths=paths,
         runner=ufw,
         is_root=lambda: root,
-        discover=lambda addresses, timeout, **options: [announcement(d) for d in devices] + list(extra),
-        dial=lambda interfaces, **options: None,  # no DIAL search unless a test hands one in
+        discover=lambda addresses, timeout, **options: [announcement(d) for d in (devices if mdns is None else mdns)] + list(extra),
+        dial=lambda interfaces, wire=False, **options: (
+            None if dial is None else SimpleNamespace(replies=list(dial), wire_problem=None if wire else "not root")),
+        reach=lambda targets: {t: (None if str(t[0]) not in closed else "connection refused") for t in targets},
         raw_arp=raw_arp,
         poke=lambda ips: None,  # never send packets from a unit test
         now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),

@@ -18,6 +18,7 @@ from castwall.system.arp import packet_arp
 from castwall.system.discovery import discover as discover_devices
 from castwall.system.interfaces import NetInterface, list_interfaces
 from castwall.system.neighbours import poke
+from castwall.system.reach import tcp_opens
 from castwall.system.runner import Runner, SubprocessRunner
 from castwall.system.ufw import UfwFirewall
 
@@ -56,6 +57,7 @@ class Services:
     dial: Callable[..., DialSearch | None] = field(default_factory=lambda: dial_search)
     raw_arp: Callable | None = packet_arp
     poke: Callable = poke
+    reach: Callable = tcp_opens
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     lock_wait: float = 10.0
     debug: bool = False

@@ -9,13 +9,16 @@ import click
 from castwall import render
 from castwall.commands.services import Services
 from castwall.commands.survey import show_rejected, take_survey
-from castwall.errors import ExitCode
-from castwall.planner import assess
+from castwall.commands.check import candidates, measure
+from castwall.errors import ExitCode, UsageError
+from castwall.planner import Finding, assess
 from castwall.system import host
 from castwall.system.sysctl import read_port_range
 
 
-def run(svc: Services, as_json: bool, no_discover: bool, timeout: float, interfaces: tuple[str, ...]) -> None:
+def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: float, interfaces: tuple[str, ...]) -> None:
+    if check and no_discover:
+        raise UsageError("--check measures what the devices answer; it cannot be combined with --no-discover")
     root = svc.is_root()
     port_range = read_port_range(svc.paths.port_range)
     state, problem = host.read_state(svc.paths.state_file)
@@ -29,12 +32,15 @@ def run(svc: Services, as_json: bool, no_discover: bool, timeout: float, interfa
         ufw = "active" if firewall.active() else "inactive"
     else:
         ufw = "unknown"
-    survey = None if no_discover else take_survey(svc, interfaces, timeout, root, known=state, expect=True, check_claims=root)
+    survey = None if no_discover else take_survey(svc, interfaces, timeout, root, known=state, expect=not check,
+                                                  complete=check, check_claims=root)
     if survey:
         show_rejected(survey)
     discovered = survey.devices if survey else None
     findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem)
     rules = live if live is not None else (state.rules if state else ())
+    verdicts = measure(svc, candidates(survey, state), survey, rules, port_range, root) if check and survey else None
+    findings += verdict_findings(verdicts or ())
     if as_json:
         doc = render.document(
             "status",
@@ -47,6 +53,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, timeout: float, interfa
             ignored=None if survey is None else [render.rejected_json(r) for r in survey.rejected],
             rules=[render.rule_json(r) for r in rules],
             findings=[render.finding_json(f) for f in findings],
+            check=None if verdicts is None else [render.verdict_json(v, survey.refused.get(v.device.uuid)) for v in verdicts],
             ok=not any(f.attention for f in findings),
         )
         click.echo(json.dumps(doc, indent=2))
@@ -62,3 +69,14 @@ def run(svc: Services, as_json: bool, no_discover: bool, timeout: float, interfa
         ))
     if any(f.attention for f in findings):
         click.get_current_context().exit(int(ExitCode.ATTENTION))
+
+
+def verdict_findings(verdicts) -> list[Finding]:
+    """What the check found, as status's findings: a device Chrome cannot find or reach needs attention."""
+    out = []
+    for v in verdicts:
+        if not v.ok:
+            out.append(Finding("check-failed", f"{v.device.name} ({v.device.ip}): {v.problem}; fix: {v.fix}"))
+        elif v.note:
+            out.append(Finding("check-note", f"{v.device.name}: {v.note}", False))
+    return out
