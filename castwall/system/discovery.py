@@ -349,10 +349,13 @@ def discover(
                     else:
                         _query(zc, zeroconf, missing)  # ask once for the records that did not come
                         completing_since = elapsed
-                if mdns_over and dial is None:
-                    break
+                if mdns_over:
+                    mdns_ended = elapsed
+                    if dial is None:
+                        break
                 activity.wait(0.005)  # news wakes it at once; this is for the clock's deadlines
-        mdns_ended = clock() - start
+        if not mdns_over:  # the timeout came first
+            mdns_ended = clock() - start
         found = heard()
         note(f"questions at {', '.join(f'{t:.2f}' for t in asked)} s"
              + (f" and one for missing records at {completing_since:.2f} s" if completing_since is not None else "")
@@ -370,5 +373,6 @@ def discover(
             note(f"DIAL: {len(replies)} replier(s), "
                  + f"{sum(r.delivered for r in replies)} reached the socket, {sum(r.on_wire for r in replies)} seen on the wire"
                  + (f" ({dial.wire_problem})" if dial.wire_problem else "") + f"; mDNS was done at {mdns_ended:.3f} s, "
-                 + f"DIAL at {clock() - start:.3f} s")
+                 + f"DIAL at {clock() - start:.3f} s, "
+                 + ("after waiting for every DIAL answer" if dial.waited else "without waiting longer than mDNS"))
     return found

@@ -172,6 +172,7 @@ class DialSearch:
     dropped_sources: int = 0
     wire_problem: str | None = None
     replies: list[DialReply] = field(default_factory=list)  # set by finish()
+    waited: bool = False  # whether DIAL kept discovery going after mDNS had heard enough
 
     def start(self) -> None:
         """Open the sockets and send the first M-SEARCH; the rest happens in a thread of its own."""
@@ -306,11 +307,12 @@ class DialSearch:
         announce (multicast is lost for some), or when complete (castwall
         check) asks for it.
         """
-        if self.clock() - self._started >= self.window_end():
-            return not self._pending()
-        if complete or not heard_any:
-            return False
-        return not (self.repliers() - announced)
+        if not complete and heard_any and not (self.repliers() - announced):
+            return True  # descriptions still under way get finish()'s grace
+        if self.clock() - self._started >= self.window_end() and not self._pending():
+            return True
+        self.waited = True
+        return False
 
     def _pending(self) -> bool:
         with self._lock:
