@@ -41,6 +41,10 @@ FETCHERS = 16
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+# Room for a burst: a flood of replies must not push the real devices' out of the queue
+# (about 3,000 replies; the reader thread drains them as they come).
+RECEIVE_BUFFER = 4 * 1024 * 1024
 
 MSEARCH = (
     "M-SEARCH * HTTP/1.1\r\n"
@@ -180,6 +184,7 @@ class DialSearch:
         for name, ip in self.interfaces:
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # capped by rmem_max
                 udp.bind((str(ip), 0))
                 udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ip.packed)
                 udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 4)
@@ -206,6 +211,7 @@ class DialSearch:
             return None
         try:
             _attach_filter(wire, udp_port_filter(port))
+            wire.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)  # root: past rmem_max
             wire.bind((name, ETH_P_IP))
             wire.setblocking(False)
         except OSError as exc:

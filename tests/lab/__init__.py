@@ -8,11 +8,19 @@ Layout (all namespaces are the lab's own; the host's network is never touched):
              sleeping process); castwall runs here
     <p>-dN   one namespace per Cast device, each with its own address and MAC,
              announcing _googlecast._tcp with avahi-daemon (or the lab's
-             RFC-strict responder); one device also hosts a Cast group
+             RFC-strict responder); one device also hosts a Cast group.
+             Next to it cast_device.py answers DIAL as a real Chromecast
+             (M-SEARCH on UDP 1900, the device description on TCP 8008),
+             accepts the Cast port 8009 and logs it all to <dir>/cast.log
     <p>-ot   a host that is not a Cast device (it announces a printer)
 
-Needs root, iproute2, ufw, avahi-daemon. Everything it starts is recorded and
-ended by PID on close(), which also deletes the namespaces, even after a failure.
+lose_multicast() makes the LAN drop mDNS multicast towards the workstation
+(an nft bridge table in <p>-br); chromium_discovery() runs Debian's Chromium
+in the workstation and reports what it found (chromium.py).
+
+Needs root, iproute2, ufw, avahi-daemon (and nft, chromium for those two).
+Everything it starts is recorded and ended by PID on close(), which also
+deletes the namespaces, even after a failure.
 """
 
 from __future__ import annotations
@@ -20,10 +28,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +42,10 @@ from xml.sax.saxutils import escape
 REPO = Path(__file__).resolve().parents[2]
 RESPONDER = Path(__file__).with_name("responder.py")
 HOSTILE = Path(__file__).with_name("hostile.py")
+HOSTILE_DIAL = Path(__file__).with_name("hostile_dial.py")
 DHCP_CLIENT = Path(__file__).with_name("dhcp_client.py")
+CAST_DEVICE = Path(__file__).with_name("cast_device.py")
+MDNS_PROBE = Path(__file__).with_name("mdns_probe.py")
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 NOBODY = 65534
 
@@ -47,6 +60,7 @@ CATALOGUE = [
 GROUP_HOST = 1  # index of the device that hosts the Cast group
 GROUP_NAME = "Whole House"
 GROUP_PORT = 32161
+LOSSY_TABLE = "lab_lossy_lan"  # the bridge's nft table of lose_multicast()
 
 
 def _hex_id(seed: str) -> str:
@@ -80,6 +94,17 @@ class LabError(RuntimeError):
     pass
 
 
+@dataclass
+class HostileDial:
+    """The hostile DIAL host of Lab.add_hostile_dial: its namespace, and what it was asked."""
+
+    ns: str
+    log: Path
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+
 def hostile_case(label: bytes, uuid_hex: str, *, addresses: list[str], name: bytes = b"Cast", model: bytes = b"Chromecast",
                  target: str = "evil.local.", port: int | None = 8009, txt: bytes | None = None) -> dict:
     """One crafted announcement for Lab.add_hostile (see hostile.py for the fields)."""
@@ -100,10 +125,12 @@ def missing_requirements() -> str | None:
 
 
 class Lab:
-    def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None):
+    def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None,
+                 no_dial: tuple[int, ...] | list[int] | set[int] = ()):
         if not 0 <= devices + strict <= 150:
             raise ValueError("between 0 and 150 devices")
         self.count, self.strict_count = devices, strict
+        self.no_dial = set(no_dial)  # indices of devices that never answer an M-SEARCH
         self.subnet = subnet
         self.python = python or sys.executable
         self.prefix = f"cw{os.getpid() % 10000:04d}{os.urandom(2).hex()}"
@@ -210,6 +237,7 @@ class Lab:
                 self._start_strict(dev)
             else:
                 self._start_avahi(dev.ns, dev.dir, dev.uuid, self._cast_services(dev))
+            self._start_cast_device(dev)
 
         other = self._add_ns("ot")
         self._attach(other, "ot", self.other_ip, "02:ca:57:ff:00:01")
@@ -225,6 +253,7 @@ class Lab:
             else:
                 n = 2 if dev.group else 1
                 self._wait(lambda d=dev, n=n: (d.dir / "avahi.log").read_text().count("successfully established") >= n, f"avahi of {dev.name}")
+            self._wait(lambda d=dev: '"ready"' in (d.dir / "cast.log").read_text(), f"DIAL and Cast ports of {dev.name}")
         self._wait(lambda: "successfully established" in (odir / "avahi.log").read_text(), "avahi of the printer")
         self.ufw("--force", "enable", check=True)
 
@@ -298,6 +327,16 @@ class Lab:
                 "--name", dev.name, "--model", dev.model, "--log", str(dev.dir / "responder.log")]
         self._spawn(argv, dev.dir / "responder.out")
 
+    def _start_cast_device(self, dev: LabDevice) -> None:
+        """DIAL (SSDP, the device description on 8008) and the Cast port 8009, as a real device has them."""
+        argv = ["ip", "netns", "exec", dev.ns, self.python, str(CAST_DEVICE), "--ip", dev.ip, "--uuid", dev.uuid,
+                "--name", dev.name, "--model", dev.model, "--log", str(dev.dir / "cast.log")]
+        if dev.group:
+            argv += ["--group-port", str(dev.group[2])]
+        if dev.index in self.no_dial:
+            argv.append("--no-dial")
+        self._spawn(argv, dev.dir / "cast.out")
+
     # --- using --------------------------------------------------------------
 
     def ws_argv(self, argv: list[str], *, root: bool = True) -> list[str]:
@@ -350,6 +389,27 @@ class Lab:
                 listener.wait()
         return set(json.loads(out))
 
+    def multicast_reaches(self, senders: dict[str, LabDevice], group: str, port: int, listen: float = 3.0) -> set[str]:
+        """Which devices' datagrams to group:port reach a listener in the workstation (label -> device).
+
+        The listener ends as soon as every sender's datagram arrived, else after listen seconds.
+        """
+        listener = subprocess.Popen(
+            self.ws_argv([self.python, "-c", _MC_LISTENER, group, str(port), self.ws_ip, str(listen), *senders]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        try:
+            if listener.stdout.readline().strip() != "listening":
+                raise LabError(f"multicast listener failed: {listener.stderr.read()}")
+            for label, dev in senders.items():
+                self.in_ns(dev.ns, [self.python, "-c", _MC_SENDER, group, str(port), dev.ip, label])
+            out, _ = listener.communicate(timeout=listen + 10)
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.wait()
+        return set(json.loads(out))
+
     def device(self, name: str) -> LabDevice:
         return next(d for d in self.devices if d.name == name)
 
@@ -362,6 +422,123 @@ class Lab:
         dev.ip = new_ip
         self._wait(lambda: f"Registering new address record for {new_ip}" in log.read_text(), f"{dev.name} at {new_ip}")
         time.sleep(1.5)  # avahi probes the new record (3 x 250 ms) before it answers with it
+
+    def cast_events(self, dev: LabDevice, event: str | None = None) -> list[dict]:
+        """What the device's DIAL and Cast ports saw (cast_device.py's JSON lines), oldest first."""
+        try:
+            lines = (dev.dir / "cast.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:  # a line being written
+                continue
+        return [e for e in events if event is None or e["event"] == event]
+
+    def wait_for_event(self, dev: LabDevice, event: str, timeout: float = 5.0, **fields) -> dict:
+        """The device's first logged event of that kind (with those field values), waiting for it up to timeout."""
+        found: list[dict] = []
+
+        def seen() -> bool:
+            found[:] = [e for e in self.cast_events(dev, event) if all(e.get(k) == v for k, v in fields.items())]
+            return bool(found)
+
+        self._wait(seen, f"{event} event of {dev.name}", timeout=timeout)
+        return found[0]
+
+    def _bridge_ns(self) -> str:
+        """The LAN's namespace, checked to be this lab's own: nft must never run anywhere else."""
+        br = f"{self.prefix}-br"
+        if br not in self.namespaces:
+            raise LabError("the lab's bridge namespace is gone")
+        return br
+
+    def lose_multicast(self, lost: bool = True) -> None:
+        """Make the LAN lose mDNS multicast on its way to the workstation (as a Wi-Fi AP may), or stop that.
+
+        An nft bridge table in the bridge's namespace, and nowhere else, drops
+        frames to 224.0.0.251 as they leave the bridge through the
+        workstation's port; unicast and SSDP (239.255.255.250) still pass.
+        """
+        if shutil.which("nft", path=SAFE_PATH) is None:
+            raise LabError("lose_multicast needs nft (scripts/bootstrap installs nftables)")
+        script = f"add table bridge {LOSSY_TABLE}\ndelete table bridge {LOSSY_TABLE}\n"
+        if lost:
+            script += (f"table bridge {LOSSY_TABLE} {{\n"
+                       "  chain to_workstation {\n"
+                       "    type filter hook forward priority 0; policy accept;\n"
+                       "    oifname \"ws\" ip daddr 224.0.0.251 counter drop\n"
+                       "  }\n"
+                       "}\n")
+        br = self._bridge_ns()
+        done = subprocess.run(["ip", "netns", "exec", br, "nft", "-f", "-"], input=script,
+                              capture_output=True, text=True, timeout=30, env={"PATH": SAFE_PATH, "LANG": "C"})
+        if done.returncode != 0:
+            raise LabError(f"nft in {br}: {done.stderr.strip()}")
+
+    def multicast_dropped(self) -> int:
+        """How many mDNS frames the lossy bridge has dropped so far (0 when it is off)."""
+        done = self._sh("ip", "netns", "exec", self._bridge_ns(), "nft", "-j", "list", "table", "bridge", LOSSY_TABLE,
+                        check=False)
+        if done.returncode != 0:
+            return 0
+        return sum(e["counter"]["packets"] for item in json.loads(done.stdout)["nftables"] if "rule" in item
+                   for e in item["rule"]["expr"] if "counter" in e)
+
+    def mdns_answers(self, until, *, unicast: list[str] | tuple[str, ...] = (), timeout: float = 5.0) -> dict[str, set[str]]:
+        """Ask the LAN for Cast devices from the workstation, as a full mDNS querier does, until until(seen) holds.
+
+        mdns_probe.py asks by multicast (QM, from port 5353) once a second and
+        once by legacy unicast to each address in unicast. seen is
+        {"multicast": addresses whose mDNS responses arrived by multicast,
+        "unicast": those whose answers arrived by unicast}; until is checked
+        on every answer and every 50 ms. Raises LabError if it does not hold
+        within timeout.
+        """
+        argv = [self.python, str(MDNS_PROBE), "--ip", self.ws_ip, "--timeout", str(timeout + 5)]
+        for ip in unicast:
+            argv += ["--unicast", ip]
+        probe = subprocess.Popen(self.ws_argv(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+        lines: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in probe.stdout], daemon=True)
+        reader.start()
+        seen: dict[str, set[str]] = {"multicast": set(), "unicast": set()}
+        try:
+            first = lines.get(timeout=10)
+            if json.loads(first)["event"] != "listening":
+                raise LabError(f"mDNS probe: {first}")
+            probe.stdin.write("query\n")
+            probe.stdin.flush()
+            deadline = time.monotonic() + timeout
+            while not until(seen):
+                if time.monotonic() > deadline:
+                    raise LabError(f"mDNS probe: condition not met after {timeout:g} s; seen {seen}")
+                try:
+                    line = lines.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                event = json.loads(line)
+                if event["event"] == "answer":
+                    seen[event["via"]].add(event["from"])
+            return seen
+        except (ValueError, queue.Empty) as e:
+            raise LabError(f"mDNS probe failed ({e}): {probe.stderr.read() if probe.poll() is not None else ''}") from None
+        finally:
+            if probe.poll() is None:
+                probe.terminate()
+            try:
+                probe.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                probe.kill()
+                probe.wait()
+
+    def chromium_discovery(self, expect: dict | None = None, **kw):
+        """Run a real Chromium in the workstation and report, device by device, what it did (see chromium.py)."""
+        from tests.lab.chromium import chromium_discovery
+        return chromium_discovery(self, expect, **kw)
 
     def set_port_range(self, low: int, high: int) -> None:
         self.ws(["sh", "-c", f"echo '{low} {high}' > /proc/sys/net/ipv4/ip_local_port_range"], check=True)
@@ -379,6 +556,39 @@ class Lab:
                 "--log", str(where / "hostile.log")]
         self._spawn(argv, where / "hostile.out")
         self._wait(lambda: '"ready"' in (where / "hostile.log").read_text(), "hostile responder")
+
+    def add_hostile_dial(self, cases: list[dict], *, decoys: list[str] = (), listen: list[int] = (8008,)) -> HostileDial:
+        """A host answering every M-SEARCH with crafted replies, one address per case (see hostile_dial.py).
+
+        decoys are more addresses of that host which answer nothing: a request to one is a
+        request castwall should never have sent. Every request it gets is in its log.
+        """
+        ns = self._add_ns("hd")
+        ips = [c["ip"] for c in cases] + list(decoys)
+        self._attach(ns, "hd", ips[0], "02:ca:57:66:d1:a1")
+        for ip in ips[1:]:
+            self._sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        where = self.dir / "hd"
+        where.mkdir()
+        (where / "cases.json").write_text(json.dumps(cases))
+        log = where / "hostile-dial.log"
+        self._spawn(["ip", "netns", "exec", ns, self.python, str(HOSTILE_DIAL), "--cases", str(where / "cases.json"),
+                     "--listen", ",".join(str(p) for p in listen), "--log", str(log)], where / "hostile-dial.out")
+        self._wait(lambda: '"ready"' in log.read_text(), "hostile DIAL host")
+        return HostileDial(ns, log)
+
+    def castwall_measured(self, *args: str, root: bool = True) -> subprocess.CompletedProcess:
+        """castwall under /usr/bin/time: the result also has peak_rss_mb (its stderr loses time's line)."""
+        env = {"PYTHONPATH": str(self.dir / "src"), "CASTWALL_STATE_DIR": str(self.state_dir), "PYTHONDONTWRITEBYTECODE": "1"}
+        done = self.ws(["/usr/bin/time", "-f", "castwall-lab-rss %M", self.python, "-m", "castwall", *args],
+                       root=root, env=env)
+        lines = done.stderr.splitlines()
+        rss = [line for line in lines if line.startswith("castwall-lab-rss ")]
+        if not rss:
+            raise LabError(f"/usr/bin/time printed no peak RSS: {done.stderr[-300:]}")
+        done.stderr = "".join(line + "\n" for line in lines if not line.startswith("castwall-lab-rss "))
+        done.peak_rss_mb = int(rss[-1].split()[1]) / 1024
+        return done
 
     def add_impostor(self, ip: str, mac: str) -> str:
         """A silent host that takes ip too: it answers ARP for it, as a spoofer would."""
@@ -555,6 +765,32 @@ case "$mode" in
   term) kill -TERM "$PPID"; exec -a "$name" {real} "$@" ;;
   kill) (exec -a "$name" {real} "$@"); kill -KILL "$PPID"; exit 0 ;;
 esac
+"""
+
+_MC_LISTENER = """
+import json, socket, sys, time
+group, port, ip, listen, want = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), set(sys.argv[5:])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((group, port))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ip))
+print("listening", flush=True)
+got, end = set(), time.monotonic() + listen
+while got < want and (left := end - time.monotonic()) > 0:
+    s.settimeout(left)
+    try:
+        got.add(s.recv(100).decode(errors="replace"))
+    except socket.timeout:
+        break
+print(json.dumps(sorted(got & want)))
+"""
+
+_MC_SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sys.argv[3]))
+for _ in range(3):
+    s.sendto(sys.argv[4].encode(), (sys.argv[1], int(sys.argv[2])))
 """
 
 _SENDER = """
