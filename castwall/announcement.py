@@ -14,6 +14,9 @@ from typing import Iterable
 from castwall.model import FOUND_BY, Address, Device, Kind, canonical_uuid
 from castwall.sanitize import safe_text
 
+SERVICE = "_googlecast._tcp.local."
+TYPE_A, TYPE_PTR, TYPE_TXT, TYPE_SRV, CLASS_IN = 1, 12, 16, 33, 1  # the DNS record types and class it is made of
+MAX_QUESTIONS = 60  # in one follow-up query for records that did not come
 GROUP_MODEL = "google cast group"
 # Models without a screen, as pychromecast's table lists them (lower case).
 AUDIO_MODELS = frozenset(
