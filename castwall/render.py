@@ -211,8 +211,11 @@ def check_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
     return rows
 
 
-def check_text(verdicts: Sequence[Verdict]) -> str:
-    """What Chrome needs, device by device: the table, the problems with their fixes, then notes."""
+def check_text(verdicts: Sequence[Verdict], left_out: Mapping[Device, str] | None = None) -> str:
+    """What Chrome needs, device by device: the table, the problems with their fixes, then notes.
+
+    left_out: devices not checked (refused for their address, never approved), with the reason.
+    """
     out = [table(["NAME", "ADDRESS", "MDNS", "DIAL", "CAST PORT", "CHROME"], check_rows(verdicts))]
     bad = [v for v in verdicts if not v.ok]
     if bad:
@@ -223,6 +226,9 @@ def check_text(verdicts: Sequence[Verdict]) -> str:
     notes = [v for v in verdicts if v.note]
     if notes:
         out += [""] + [f"  note: {safe_text(v.device.name)}: {safe_text(v.note, 400)}" for v in notes]
+    if left_out:
+        out += ["", f"Not checked ({len(left_out)}): castwall refuses them a rule and nobody approved one:"]
+        out += [f"  {safe_text(d.name)} ({d.ip}): {safe_text(why, 300)}" for d, why in left_out.items()]
     out += ["", f"Chrome can find and cast to all {len(verdicts)} device(s)." if not bad else
             f"Chrome cannot find or reach {len(bad)} of {len(verdicts)} device(s)."]
     return "\n".join(out)

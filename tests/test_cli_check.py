@@ -103,3 +103,15 @@ def test_status_check_folds_the_verdicts_in(tmp_path):
     assert [f["code"] for f in doc["findings"] if f["attention"]] == ["check-failed", "check-failed"]
     assert {c["name"]: c["ok"] for c in doc["check"]} == {"Living Room TV": False, "Kitchen speaker": False}
     assert run(svc, "status", "--check", "--no-discover").exit_code == ExitCode.USAGE
+
+
+def test_a_device_refused_for_its_address_is_left_out_unless_named(tmp_path):
+    mine = device(5, name="Totally a TV", ip="192.168.77.10")  # this computer's own address, per ip-addr.json
+    svc = services(tmp_path, [TV, mine], closed=["192.168.77.10"])
+    result = run(svc, "check")
+    assert result.exit_code == 0, result.output
+    assert "Not checked (1)" in result.output and "Totally a TV (192.168.77.10): 192.168.77.10 is this computer's own" in result.output
+    doc = doc_of(run(svc, "check", "--json"))
+    assert [d["name"] for d in doc["devices"]] == ["Living Room TV"] and doc["left_out"][0]["name"] == "Totally a TV"
+    named = run(svc, "check", "--device", "Totally a TV")
+    assert named.exit_code == ExitCode.ATTENTION and "CANNOT CAST" in named.output

@@ -31,10 +31,21 @@ def measure(svc: Services, devices: Sequence[Device], survey: Survey, rules: Seq
     return verdicts
 
 
-def candidates(survey: Survey, state: State | None) -> list[Device]:
-    """The devices seen now, then those castwall saved that were not seen (found_by empty)."""
+def candidates(survey: Survey, state: State | None, rules: Sequence[Rule]) -> tuple[list[Device], list[Device]]:
+    """The devices to check, and those left out.
+
+    Checked: the devices seen now, then those castwall saved that were not
+    seen (found_by empty). Left out: a device castwall refuses for its
+    address (this computer's own, a broadcast, routed or public one), unless
+    the user approved it with a rule: nobody asked to cast to it. A contested
+    device is checked: it may be a real device that someone clones.
+    """
     seen = {d.uuid for d in survey.devices}
-    return survey.devices + [d for d in (state.devices if state else ()) if d.uuid not in seen]
+    pool = survey.devices + [d for d in (state.devices if state else ()) if d.uuid not in seen]
+    approved = {r.owner for r in rules if r.owner} | {r.ip for r in rules}
+    left_out = [d for d in pool if d.uuid in survey.refused and not d.contested
+                and d.uuid not in approved and d.ip not in approved]
+    return [d for d in pool if d not in left_out], left_out
 
 
 def known_rules(svc: Services, root: bool, state: State | None) -> list[Rule]:
@@ -52,23 +63,27 @@ def run(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], 
     state, _ = host.read_state(svc.paths.state_file)
     survey = take_survey(svc, interfaces, timeout, root, known=state, complete=True)
     show_rejected(survey)
-    pool = candidates(survey, state)
-    scope, unmatched = select_devices(pool, selectors)
+    rules = known_rules(svc, root, state)
+    pool, left_out = candidates(survey, state, rules)
+    scope, unmatched = select_devices(pool + left_out, selectors)
     if unmatched:
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
-    devices = [d for d in pool if scope is None or d.uuid in scope]
+    devices = [d for d in pool + left_out if d.uuid in scope] if scope is not None else pool
     if not devices:
         hint = "" if root else "; without root only the DIAL replies this computer's firewall lets in are seen: try 'sudo castwall check'"
         raise NotFound(f"no Cast device answered within {timeout:g} s, and castwall has saved none{hint}")
-    verdicts = measure(svc, devices, survey, known_rules(svc, root, state), port_range, root)
+    if selectors:
+        left_out = []
+    verdicts = measure(svc, devices, survey, rules, port_range, root)
     if as_json:
         doc = render.document("check", root=root, dial_wire=survey.dial_seen_on_wire,
                               devices=[render.verdict_json(v, survey.refused.get(v.device.uuid)) for v in verdicts],
+                              left_out=[render.device_json(d, survey.refused[d.uuid]) for d in left_out],
                               ignored=[render.rejected_json(r) for r in survey.rejected],
                               ok=all(v.ok for v in verdicts))
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(render.check_text(verdicts))
+        click.echo(render.check_text(verdicts, {d: survey.refused[d.uuid] for d in left_out}))
     if not root:
         note(NOT_ROOT_DIAL)
     if not all(v.ok for v in verdicts):
