@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from tests.lab import Lab, hostile_case, missing_requirements
+from tests.lab import GROUP_NAME, Lab, hostile_case, missing_requirements
 
 IN_RANGE, OUTSIDE = 45000, 8000
 
@@ -90,6 +91,23 @@ def demo(devices: int) -> int:
         expect("hostile host" not in got, f"hostile host -> workstation UDP {IN_RANGE}: dropped")
         got = lab.udp_reaches({first.name: first.ns}, OUTSIDE)
         expect(got == set(), f"{first.name} -> workstation UDP {OUTSIDE} (outside the range): dropped")
+
+        say("sudo castwall check (what Chrome needs, device by device)")
+        result = lab.castwall("check")
+        show(result)
+        expect(result.returncode == 0, "check: Chrome can find and cast to every device (exit 0)")
+
+        say("The LAN now loses multicast on its way to the workstation, as many Wi-Fi access points do")
+        lab.lose_multicast()
+        result = lab.castwall("check", "--json")
+        verdicts = {d["name"]: d for d in json.loads(result.stdout)["devices"]}
+        show(lab.castwall("check"))
+        for d in lab.devices:
+            v = verdicts.get(d.name, {})
+            expect(v.get("ok") and v.get("chrome_finds_by") == ["dial"],
+                   f"{d.name}: Chrome still finds it, by DIAL alone, through castwall's rule")
+        expect(verdicts.get(GROUP_NAME, {}).get("ok") is False,
+               f"{GROUP_NAME} (a group, which answers no DIAL search) is reported as not found")
 
         say("Tearing the lab down")
     print(f"\n{'Demo passed.' if not failures else f'Demo FAILED: {len(failures)} check(s).'}")
