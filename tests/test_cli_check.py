@@ -115,3 +115,13 @@ def test_a_device_refused_for_its_address_is_left_out_unless_named(tmp_path):
     assert [d["name"] for d in doc["devices"]] == ["Living Room TV"] and doc["left_out"][0]["name"] == "Totally a TV"
     named = run(svc, "check", "--device", "Totally a TV")
     assert named.exit_code == ExitCode.ATTENTION and "CANNOT CAST" in named.output
+
+
+def test_a_saved_device_is_looked_for_only_if_it_has_a_rule(tmp_path):
+    mine = device(5, name="Totally a TV", ip="192.168.77.10")
+    svc = services(tmp_path, [TV, mine])
+    assert run(svc, "setup", "--yes").exit_code == 0  # the state file now holds both, a rule for the TV only
+    svc.discover = lambda addresses, timeout, **options: []
+    result = run(svc, "check")
+    assert result.exit_code == ExitCode.ATTENTION
+    assert "Living Room TV" in result.output and "Totally a TV" not in result.output

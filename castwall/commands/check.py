@@ -34,15 +34,17 @@ def measure(svc: Services, devices: Sequence[Device], survey: Survey, rules: Seq
 def candidates(survey: Survey, state: State | None, rules: Sequence[Rule]) -> tuple[list[Device], list[Device]]:
     """The devices to check, and those left out.
 
-    Checked: the devices seen now, then those castwall saved that were not
+    Checked: the devices seen now, then those castwall set up that were not
     seen (found_by empty). Left out: a device castwall refuses for its
     address (this computer's own, a broadcast, routed or public one), unless
     the user approved it with a rule: nobody asked to cast to it. A contested
-    device is checked: it may be a real device that someone clones.
+    device is checked: it may be a real device that someone clones. A device
+    the state file holds without a rule was never approved, and is not
+    looked for.
     """
     seen = {d.uuid for d in survey.devices}
-    pool = survey.devices + [d for d in (state.devices if state else ()) if d.uuid not in seen]
     approved = {r.owner for r in rules if r.owner} | {r.ip for r in rules}
+    pool = survey.devices + [d for d in (state.devices if state else ()) if d.uuid not in seen and d.uuid in approved]
     left_out = [d for d in pool if d.uuid in survey.refused and not d.contested
                 and d.uuid not in approved and d.ip not in approved]
     return [d for d in pool if d not in left_out], left_out
