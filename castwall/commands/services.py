@@ -54,7 +54,7 @@ class Services:
     runner: Runner = field(default_factory=SubprocessRunner)
     is_root: Callable[[], bool] = host.is_root
     discover: Callable[..., list[Announcement]] = discover_devices
-    dial: Callable[..., DialSearch | None] = field(default_factory=lambda: dial_search)
+    dial: Callable[..., DialSearch | None] = dial_search
     raw_arp: Callable | None = packet_arp
     poke: Callable = poke
     reach: Callable = tcp_opens

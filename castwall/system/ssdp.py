@@ -228,11 +228,6 @@ class DialSearch:
                 self.note(f"DIAL: M-SEARCH on {iface.name} failed ({exc.strerror or exc})")
         self._sent += 1
 
-    @property
-    def ports(self) -> dict[str, int]:
-        """The local port each interface's M-SEARCH went out from."""
-        return {i.name: i.port for i in self._ifaces}
-
     def window_end(self) -> float:
         """Seconds after start by which every device has answered the last M-SEARCH."""
         return COPIES[-1] + MX + MARGIN
@@ -254,21 +249,28 @@ class DialSearch:
             for sock in ready:
                 iface, wire = by_socket[sock]
                 try:
-                    if wire:
-                        packet, address = sock.recvfrom(65535)
-                        if address[2] == PACKET_OUTGOING:
-                            continue
-                        udp = parse_udp(packet)
-                        if udp is None or udp[1] != iface.ip or udp[3] != iface.port:
-                            continue
-                        self._heard(iface, udp[0], udp[4], wire=True)
-                    else:
-                        data, (host, _) = sock.recvfrom(MAX_REPLY + 1)
-                        self._heard(iface, ipaddress.IPv4Address(host), data, wire=False)
-                except (BlockingIOError, InterruptedError):
-                    continue
+                    self._drain(sock, iface, wire)
                 except OSError:
                     return
+
+    def _drain(self, sock: socket.socket, iface: _Interface, wire: bool) -> None:
+        """Take every datagram queued on sock (a flood is read at once, not one per wake-up)."""
+        while True:
+            try:
+                if wire:
+                    packet, address = sock.recvfrom(65535)
+                else:
+                    data, (host, _) = sock.recvfrom(MAX_REPLY + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not wire:
+                self._heard(iface, ipaddress.IPv4Address(host), data, wire=False)
+                continue
+            if address[2] == PACKET_OUTGOING:
+                continue
+            udp = parse_udp(packet)
+            if udp is not None and udp[1] == iface.ip and udp[3] == iface.port:
+                self._heard(iface, udp[0], udp[4], wire=True)
 
     def _heard(self, iface: _Interface, source: ipaddress.IPv4Address, data: bytes, *, wire: bool) -> None:
         with self._lock:
