@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Callable, Iterable
 
 from castwall.model import FOUND_BY, Address, Device, Kind, canonical_uuid
 from castwall.sanitize import safe_text
@@ -66,6 +66,29 @@ class Rejected:
     instance: str  # already made safe; for a DIAL reply, the replier's address
     reason: str
     via: str = "mdns"  # "dial" for a DIAL reply
+
+
+def assemble(instance: str, lookup: Callable[[str, int], list], *, via: str = "mdns",
+             own: Callable[[bytes], bool] = lambda raw: True) -> tuple[Announcement, list[tuple[str, int]]]:
+    """The announcement of one instance from its records, and the questions that would complete it.
+
+    lookup(name, type) gives the records heard for a name (newest first),
+    shaped as zeroconf's: SRV with port and server, TXT with text, A with
+    address. own says which addresses may be taken (all, for multicast).
+    """
+    srv = next(iter(lookup(instance, TYPE_SRV)), None)
+    txt = next(iter(lookup(instance, TYPE_TXT)), None)
+    addresses = tuple(r.address for r in lookup(srv.server, TYPE_A) if own(r.address)) if srv else ()
+    missing = []
+    if srv is None:
+        missing.append((instance, TYPE_SRV))
+    elif not addresses:
+        missing.append((srv.server, TYPE_A))
+    if txt is None:
+        missing.append((instance, TYPE_TXT))
+    found = Announcement(instance=instance, port=srv.port if srv else None, txt=txt.text if txt else None,
+                         addresses=addresses, via=via)
+    return found, missing
 
 
 def kind_of(model: str) -> Kind:

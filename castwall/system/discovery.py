@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
-from castwall.announcement import CLASS_IN, MAX_QUESTIONS, SERVICE, TYPE_A, TYPE_PTR, TYPE_SRV, TYPE_TXT, Announcement, collate
+from castwall.announcement import CLASS_IN, MAX_QUESTIONS, SERVICE, TYPE_PTR, Announcement, assemble, collate
 from castwall.errors import NetworkUnavailable
 from castwall.model import canonical_uuid
 from castwall.system.unicast_mdns import UnicastAsker
@@ -88,22 +88,9 @@ def _announcements(zc, zeroconf) -> tuple[list[Announcement], list[tuple[str, in
     """What the cache holds for the service, and the questions that would complete it."""
     found, missing = [], []
     for ptr in _records(zc, zeroconf, SERVICE, TYPE_PTR)[:MAX_INSTANCES]:
-        instance = ptr.alias
-        srv = next(iter(_records(zc, zeroconf, instance, TYPE_SRV)), None)
-        txt = next(iter(_records(zc, zeroconf, instance, TYPE_TXT)), None)
-        addresses = tuple(r.address for r in _records(zc, zeroconf, srv.server, TYPE_A)) if srv else ()
-        if srv is None:
-            missing.append((instance, TYPE_SRV))
-        elif not addresses:
-            missing.append((srv.server, TYPE_A))
-        if txt is None:
-            missing.append((instance, TYPE_TXT))
-        found.append(Announcement(
-            instance=instance,
-            port=srv.port if srv else None,
-            txt=txt.text if txt else None,
-            addresses=addresses,
-        ))
+        announcement, wanted = assemble(ptr.alias, lambda name, rtype: _records(zc, zeroconf, name, rtype))
+        found.append(announcement)
+        missing += wanted
     return found, missing[:MAX_QUESTIONS]
 
 

@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Sequence
 
-from castwall.announcement import CLASS_IN, MAX_QUESTIONS, SERVICE, TYPE_A, TYPE_PTR, TYPE_SRV, TYPE_TXT, Announcement
+from castwall.announcement import CLASS_IN, MAX_QUESTIONS, SERVICE, TYPE_PTR, Announcement, assemble
 
 MAX_UNICAST_RECORDS = 64  # records read from one known device's answers
 MDNS_PORT = 5353
@@ -107,20 +107,10 @@ class UnicastAsker:
                 return [r for r in records if r.type == rtype and r.name.lower() == name.lower()]
 
             for instance in dict.fromkeys(ptr.alias for ptr in of(SERVICE, TYPE_PTR)):
-                srv = next(iter(of(instance, TYPE_SRV)), None)
-                txt = next(iter(of(instance, TYPE_TXT)), None)
-                own = tuple(r.address for r in of(srv.server, TYPE_A) if r.address == source.packed) if srv else ()
-                wanted = []
-                if srv is None:
-                    wanted.append((instance, TYPE_SRV))
-                elif not own:
-                    wanted.append((srv.server, TYPE_A))
-                if txt is None:
-                    wanted.append((instance, TYPE_TXT))
+                announcement, wanted = assemble(instance, of, via="mdns-unicast", own=lambda raw: raw == source.packed)
                 if wanted:
                     missing.setdefault(source, []).extend(wanted)
-                found.append(Announcement(instance=instance, port=srv.port if srv else None, txt=txt.text if txt else None,
-                                          addresses=own, via="mdns-unicast"))
+                found.append(announcement)
         return found, missing
 
     def close(self) -> None:

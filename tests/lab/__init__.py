@@ -373,15 +373,22 @@ class Lab:
 
     def udp_reaches(self, senders: dict[str, str], port: int, listen: float = 1.0) -> set[str]:
         """Which senders' UDP datagrams to the workstation's port arrive (namespace -> label)."""
+        def send() -> None:
+            for label, ns in senders.items():
+                self.in_ns(ns, [self.python, "-c", _SENDER, self.ws_ip, str(port), label])
+
+        return self._listen([_LISTENER, str(port), str(listen)], send, listen, "UDP listener")
+
+    def _listen(self, script: list[str], send, listen: float, what: str) -> set[str]:
+        """Run a listener script in the workstation, send once it listens, and return the labels it heard."""
         listener = subprocess.Popen(
-            self.ws_argv([self.python, "-c", _LISTENER, str(port), str(listen)]),
+            self.ws_argv([self.python, "-c", *script]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         try:
             if listener.stdout.readline().strip() != "listening":
-                raise LabError(f"UDP listener failed: {listener.stderr.read()}")
-            for label, ns in senders.items():
-                self.in_ns(ns, [self.python, "-c", _SENDER, self.ws_ip, str(port), label])
+                raise LabError(f"{what} failed: {listener.stderr.read()}")
+            send()
             out, _ = listener.communicate(timeout=listen + 10)
         finally:
             if listener.poll() is None:
@@ -394,21 +401,12 @@ class Lab:
 
         The listener ends as soon as every sender's datagram arrived, else after listen seconds.
         """
-        listener = subprocess.Popen(
-            self.ws_argv([self.python, "-c", _MC_LISTENER, group, str(port), self.ws_ip, str(listen), *senders]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
-        try:
-            if listener.stdout.readline().strip() != "listening":
-                raise LabError(f"multicast listener failed: {listener.stderr.read()}")
+        def send() -> None:
             for label, dev in senders.items():
                 self.in_ns(dev.ns, [self.python, "-c", _MC_SENDER, group, str(port), dev.ip, label])
-            out, _ = listener.communicate(timeout=listen + 10)
-        finally:
-            if listener.poll() is None:
-                listener.kill()
-                listener.wait()
-        return set(json.loads(out))
+
+        return self._listen([_MC_LISTENER, group, str(port), self.ws_ip, str(listen), *senders], send, listen,
+                            "multicast listener")
 
     def device(self, name: str) -> LabDevice:
         return next(d for d in self.devices if d.name == name)
