@@ -102,7 +102,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     \b
     Exit codes:
-      0  success, or all in place (status)
+      0  success, or all in place (status, check)
       1  internal error (a bug; --debug shows the traceback)
       2  usage error
       3  status or check: something needs attention
@@ -238,17 +238,20 @@ def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout
 @timeout_option
 @click.pass_obj
 def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float) -> None:
-    """Measure whether Chrome can find and cast to each device; change nothing.
+    """Measure whether Chrome can find and reach each device (no root needed).
 
-    For every device seen now or set up before, castwall measures what Chrome
+    castwall changes nothing. For every device seen now or set up before, it measures what Chrome
     needs on this computer: whether the device's mDNS answers arrive by
     multicast; whether its DIAL reply to an M-SEARCH sent from a random local
     port, as Chrome sends it, reaches that port (as root castwall also reads
     the wire, so a reply this computer's firewall drops is reported as
     such); and whether a TCP connection to its Cast port opens. It gives one
     verdict per device: how Chrome finds it, or what is missing and the
-    command that fixes it. No root needed; root sees more. Exits 0 when
-    Chrome can find and reach every device, 3 otherwise.
+    command that fixes it. Root sees more. A device castwall refuses a rule
+    for its address (this computer's own, a broadcast, routed or public one)
+    and nobody approved is listed as not checked. Exits 0 when Chrome can
+    find and reach every device, 3 otherwise, 9 when no device is seen or
+    known.
     """
     from castwall.commands.check import run
 
