@@ -6,7 +6,11 @@ For each N it builds the simulated LAN (tests/lab: avahi-daemon per device, real
 ufw active in the workstation), lets the devices' start-up announcements pass,
 then measures in the workstation namespace, process start included:
   castwall --help / --version      vs  python3 -c "import click"
-  castwall discover (as nobody)    vs  pychromecast's discover_chromecasts(), avahi-browse
+  castwall discover (as nobody)    vs  pychromecast's discover_chromecasts(), avahi-browse,
+                                       and vs itself with DIAL off (CASTWALL_DIAL=off)
+  sudo castwall discover            (DIAL replies read off the wire as well)
+  the same LAN losing multicast: sudo castwall discover (vs pychromecast), then after
+  setup castwall discover and status as nobody
   castwall status (as nobody, after setup)
   sudo castwall setup --yes        vs  one `ufw allow` per device
   sudo castwall remove --all       vs  one `ufw delete` per device
@@ -77,11 +81,11 @@ class Bench:
         self.env = {"PYTHONPATH": str(lab.dir / "src"), "CASTWALL_STATE_DIR": str(lab.state_dir),
                     "PYTHONDONTWRITEBYTECODE": "1"}
 
-    def castwall(self, *args: str, root: bool = True, rss: bool = False) -> subprocess.CompletedProcess:
+    def castwall(self, *args: str, root: bool = True, rss: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
         argv = [PYTHON, "-m", "castwall", *args]
         if rss:
             argv = ["/usr/bin/time", "-f", "RSS %M"] + argv
-        return self.lab.ws(argv, root=root, env=self.env, timeout=300)
+        return self.lab.ws(argv, root=root, env={**self.env, **(env or {})}, timeout=300)
 
     def median(self, run, check=None) -> tuple[float, list[subprocess.CompletedProcess]]:
         """Median wall time of repeat runs. Before each, a pause (not timed): a responder does not
@@ -121,16 +125,18 @@ def measure(n: int, repeat: int) -> dict:
             got = len(json.loads(done.stdout)["devices"])
             expect(got == want, f"discover found {got} of {want} services")
 
-        print("   castwall discover", flush=True)
+        print("   castwall discover (mDNS and DIAL; then DIAL off; then as root, DIAL read off the wire too)", flush=True)
         out["discover"], runs = bench.median(lambda: bench.castwall("discover", "--json", root=False, rss=True), found_all)
         out["discover_rss"] = max(rss_kib(r.stderr) or 0 for r in runs)
+        out["discover_mdns_only"], _ = bench.median(
+            lambda: bench.castwall("discover", "--json", root=False, env={"CASTWALL_DIAL": "off"}), found_all)
+        out["discover_root"], _ = bench.median(lambda: bench.castwall("discover", "--json"), found_all)
 
         print("   pychromecast discover_chromecasts()", flush=True)
         py = PYPI_VENV / "bin" / "python"
-        if py.exists():
-            t, done = timed(lambda: lab.ws([str(py), "-c", PYCHROMECAST], root=False, timeout=60))
-            out["pychromecast"] = t
-            out["pychromecast_found"] = int(done.stdout.strip() or 0) if done.returncode == 0 else None
+        t, done = timed(lambda: lab.ws([str(py), "-c", PYCHROMECAST], root=False, timeout=60))
+        expect(done.returncode == 0, f"pychromecast failed (bench/run installs it): {done.stderr.strip()[-300:]}")
+        out["pychromecast"], out["pychromecast_found"] = t, int(done.stdout.strip())
         print("   setup --yes / remove --all, and the same by hand with ufw", flush=True)
         setups, removes, adds, deletes, rss, applies, remove_applies = [], [], [], [], [], [], []
         for _ in range(repeat):
@@ -158,9 +164,40 @@ def measure(n: int, repeat: int) -> dict:
         out.update(setup=statistics.median(setups), setup_apply=statistics.median(applies),
                    remove_apply=statistics.median(remove_applies), setup_rss=max(rss), remove=statistics.median(removes),
                    ufw_adds=statistics.median(adds), ufw_deletes=statistics.median(deletes))
+        lossy(bench, out, n)
         print("   avahi-browse (last: it starts an avahi-daemon in the workstation)", flush=True)
         out["avahi_browse"], out["avahi_browse_found"] = avahi_browse(lab, want)
+        expect(out["avahi_browse_found"] == want, f"avahi-browse found {out['avahi_browse_found']} of {want} services")
         return out
+
+
+def lossy(bench: Bench, out: dict, n: int) -> None:
+    """The same LAN losing mDNS multicast on its way to the workstation: only DIAL finds the devices."""
+    lab = bench.lab
+    lab.lose_multicast()
+
+    def found_by_dial(done):
+        expect(done.returncode == 0, f"discover on the lossy LAN failed: {done.stderr.strip()[-300:]}")
+        devices = [d for d in json.loads(done.stdout)["devices"] if d["kind"] != "group"]  # groups answer no DIAL
+        expect(len(devices) == n and all("dial" in d["found_by"] for d in devices),
+               f"discover on the lossy LAN found {len(devices)} of {n} devices by DIAL")
+
+    print("   multicast lost: sudo castwall discover (DIAL through the packet socket)", flush=True)
+    out["lossy_discover_root"], _ = bench.median(lambda: bench.castwall("discover", "--json"), found_by_dial)
+    print("   multicast lost: pychromecast discover_chromecasts()", flush=True)
+    t, done = timed(lambda: lab.ws([str(PYPI_VENV / "bin" / "python"), "-c", PYCHROMECAST], root=False, timeout=60))
+    expect(done.returncode == 0, f"pychromecast failed: {done.stderr.strip()[-300:]}")
+    out["lossy_pychromecast"], out["lossy_pychromecast_found"] = t, int(done.stdout.strip())
+    time.sleep(QUIET)
+    done = bench.castwall("setup", "--yes")
+    expect(done.returncode == 0, f"setup on the lossy LAN failed: {done.stderr.strip()[-300:]}")
+    print("   multicast lost: castwall status and discover after setup (no root)", flush=True)
+    out["lossy_status"], runs = bench.median(lambda: bench.castwall("status", root=False))
+    expect(all(r.returncode == 0 for r in runs), "status on the lossy LAN after setup is not all in place")
+    out["lossy_discover"], _ = bench.median(lambda: bench.castwall("discover", "--json", root=False), found_by_dial)
+    done = bench.castwall("remove", "--all", "--yes")
+    expect(done.returncode == 0, "remove on the lossy LAN failed")
+    lab.lose_multicast(False)
 
 
 def avahi_browse(lab: Lab, want: int) -> tuple[float | None, int | None]:
@@ -247,6 +284,18 @@ def table(start: dict, sizes: list[dict], when: str) -> str:
             f"<= {disc_limit:g} s{' at 50' if n == 50 else ''}: {verdict(s['discover'], disc_limit) if n in (1, 50) else '-'} |",
             f"| {head}: discover | {ms(s['discover'])} | avahi-browse -rt, cold cache {ms(s.get('avahi_browse'))}"
             f" (found {s.get('avahi_browse_found', 'n/a')}) | {ratio(s['discover'], s.get('avahi_browse'))} | |",
+            f"| {head}: discover, DIAL on vs off (CASTWALL_DIAL=off) | {ms(s['discover'])} | mDNS only "
+            f"{ms(s['discover_mdns_only'])} | DIAL adds {(s['discover'] - s['discover_mdns_only']) * 1000:+.0f} ms | "
+            f"no wall time (<= +50 ms): {'met' if s['discover'] - s['discover_mdns_only'] <= 0.05 else 'NOT MET'} |",
+            f"| {head}: sudo discover (DIAL off the wire too) | {ms(s['discover_root'])} | | | |",
+            f"| {head}, multicast lost: sudo discover (all {n} by DIAL) | {ms(s['lossy_discover_root'])} | pychromecast "
+            f"{ms(s.get('lossy_pychromecast'))} (found {s.get('lossy_pychromecast_found', 'n/a')} of {n}) | "
+            f"{ratio(s['lossy_discover_root'], s.get('lossy_pychromecast')) if s.get('lossy_pychromecast_found') == n else 'finds none'}"
+            f" | <= 1.5 s: {verdict(s['lossy_discover_root'], 1.5)} |",
+            f"| {head}, multicast lost: discover after setup (no root) | {ms(s['lossy_discover'])} | | | "
+            f"<= 1.5 s: {verdict(s['lossy_discover'], 1.5)} |",
+            f"| {head}, multicast lost: status after setup (no root; unicast mDNS) | {ms(s['lossy_status'])} | | | "
+            f"<= 1.2 s: {verdict(s['lossy_status'], 1.2)} |",
             f"| {head}: setup --yes, whole | {ms(s['setup'])} | {n} x ufw allow {ms(s['ufw_adds'])} | "
             f"{ratio(s['setup'], s['ufw_adds'])} | <= 3 s at 50: {verdict(s['setup'], 3.0) if n == 50 else '-'} |",
             f"| {head}: setup --yes, apply phase ({s.get('ufw_path')}) | {ms(s.get('setup_apply'))} | {n} x ufw allow "
@@ -282,14 +331,19 @@ def main() -> int:
     (RESULTS / f"{stamp}.md").write_text(text)
     (RESULTS / f"{stamp}.json").write_text(json.dumps({"startup": start, "sizes": sizes}, indent=2))
     if args.write:
-        TABLE.write_text(text)
-        readme = REPO / "README.md"
-        head, mark, rest = readme.read_text().partition(README_START)
-        _, end, tail = rest.partition(README_END)
-        if mark and end:  # the README shows the same table, between its two markers
-            body = text.split("\n", 2)[2]  # without the title line
-            readme.write_text(f"{head}{README_START}\n{body}{README_END}{tail}")
+        write(text)
     return 0
+
+
+def write(text: str) -> None:
+    """The table in bench/RESULTS.md, and in the README between its two markers."""
+    TABLE.write_text(text)
+    readme = REPO / "README.md"
+    head, mark, rest = readme.read_text().partition(README_START)
+    _, end, tail = rest.partition(README_END)
+    if mark and end:
+        body = text.split("\n", 2)[2]  # without the title line
+        readme.write_text(f"{head}{README_START}\n{body}{README_END}{tail}")
 
 
 if __name__ == "__main__":
