@@ -189,7 +189,12 @@ def status_text(
         out.extend(f"  ! {safe_text(f.message, 300)}" for f in attention)
     if notes:
         out += [""] + [f"  note: {safe_text(f.message, 300)}" for f in notes]
-    out += ["", "All in place." if not attention else "Run 'sudo castwall setup' to bring the rules up to date."]
+    if not attention:
+        out += ["", "All in place."]
+    elif all(f.code == "check-failed" for f in attention):
+        out += ["", "The rules are in place, but Chrome cannot find or reach some devices: see the fixes above."]
+    else:
+        out += ["", "Run 'sudo castwall setup' to bring the rules up to date."]
     return "\n".join(out)
 
 

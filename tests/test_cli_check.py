@@ -125,3 +125,12 @@ def test_a_saved_device_is_looked_for_only_if_it_has_a_rule(tmp_path):
     result = run(svc, "check")
     assert result.exit_code == ExitCode.ATTENTION
     assert "Living Room TV" in result.output and "Totally a TV" not in result.output
+
+
+def test_status_says_when_only_the_check_needs_attention(tmp_path):
+    svc = services(tmp_path, [TV], mdns=[], dial=[dial_reply(TV, on_wire=True)], closed=[str(TV.ip)])
+    assert run(svc, "setup", "--yes").exit_code == 0
+    result = run(svc, "status", "--check")
+    assert result.exit_code == ExitCode.ATTENTION
+    assert "cannot open its Cast channel" in result.output and "see the fixes above" in result.output
+    assert "bring the rules up to date" not in result.output

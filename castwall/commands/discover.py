@@ -33,4 +33,5 @@ def run(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json: boo
     elif devices:
         click.echo(render.device_table(devices, survey.refused))
     if not devices:
-        raise NotFound(f"no Cast device answered within {timeout:g} s on {', '.join(i.name for i in survey.interfaces)}")
+        hint = "" if root else "; without root only the DIAL replies this computer's firewall lets in are seen: try sudo"
+        raise NotFound(f"no Cast device answered within {timeout:g} s on {', '.join(i.name for i in survey.interfaces)}{hint}")

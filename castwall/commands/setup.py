@@ -48,7 +48,8 @@ def run(
     show_rejected(survey)
     devices = survey.devices
     if not devices:
-        raise NotFound(f"no Cast device answered within {timeout:g} s; is the device on and on this LAN?")
+        hint = "" if root else "; without root only the DIAL replies this computer's firewall lets in are seen: try sudo"
+        raise NotFound(f"no Cast device answered within {timeout:g} s; is the device on and on this LAN?{hint}")
     scope, unmatched = select_devices(devices, selectors)
     if unmatched:
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
