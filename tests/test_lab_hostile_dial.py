@@ -7,7 +7,6 @@ the repliers, give no crafted case a rule, stay within bounded memory, and
 still find and allow every real device that nobody contests.
 """
 
-import json
 import re
 
 import pytest

@@ -14,9 +14,13 @@ Layout (all namespaces are the lab's own; the host's network is never touched):
              accepts the Cast port 8009 and logs it all to <dir>/cast.log
     <p>-ot   a host that is not a Cast device (it announces a printer)
 
-lose_multicast() makes the LAN drop mDNS multicast towards the workstation
-(an nft bridge table in <p>-br); chromium_discovery() runs Debian's Chromium
-in the workstation and reports what it found (chromium.py).
+This module builds the LAN and runs things in it; the rest of Lab comes in
+parts, one job each: multicast.py (lose_multicast() makes the LAN drop mDNS
+multicast towards the workstation with an nft bridge table in <p>-br, the
+devices' DIAL logs, an mDNS probe, and chromium_discovery(), which runs
+Debian's Chromium in the workstation: chromium.py), faults.py (faults
+injected into ufw and iptables), hosts.py (hostile hosts, an impostor) and
+dhcp.py (a real dnsmasq as the LAN's DHCP server).
 
 Needs root, iproute2, ufw, avahi-daemon (and nft, chromium for those two).
 Everything it starts is recorded and ended by PID on close(), which also
@@ -28,25 +32,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from tests.lab.common import SAFE_PATH, LabError
+from tests.lab.dhcp import DhcpServer
+from tests.lab.faults import Faults
+from tests.lab.hosts import HostileDial, OtherHosts, hostile_case  # noqa: F401 - the lab's API
+from tests.lab.multicast import LOSSY_TABLE, MulticastAndDial  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[2]
 RESPONDER = Path(__file__).with_name("responder.py")
-HOSTILE = Path(__file__).with_name("hostile.py")
-HOSTILE_DIAL = Path(__file__).with_name("hostile_dial.py")
-DHCP_CLIENT = Path(__file__).with_name("dhcp_client.py")
 CAST_DEVICE = Path(__file__).with_name("cast_device.py")
-MDNS_PROBE = Path(__file__).with_name("mdns_probe.py")
-SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 NOBODY = 65534
 
 CATALOGUE = [
@@ -60,7 +63,6 @@ CATALOGUE = [
 GROUP_HOST = 1  # index of the device that hosts the Cast group
 GROUP_NAME = "Whole House"
 GROUP_PORT = 32161
-LOSSY_TABLE = "lab_lossy_lan"  # the bridge's nft table of lose_multicast()
 
 
 def _hex_id(seed: str) -> str:
@@ -90,30 +92,6 @@ class LabDevice:
         return "audio" if self.model in ("Google Home Mini", "Nest Audio") else "video"
 
 
-class LabError(RuntimeError):
-    pass
-
-
-@dataclass
-class HostileDial:
-    """The hostile DIAL host of Lab.add_hostile_dial: its namespace, and what it was asked."""
-
-    ns: str
-    log: Path
-
-    def events(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-
-
-def hostile_case(label: bytes, uuid_hex: str, *, addresses: list[str], name: bytes = b"Cast", model: bytes = b"Chromecast",
-                 target: str = "evil.local.", port: int | None = 8009, txt: bytes | None = None) -> dict:
-    """One crafted announcement for Lab.add_hostile (see hostile.py for the fields)."""
-    if txt is None:
-        entries = [b"id=" + uuid_hex.encode(), b"md=" + model, b"fn=" + name, b"ve=05"]
-        txt = b"".join(bytes([len(e)]) + e for e in entries)
-    return {"instance": label.hex(), "target": target, "port": port, "txt": txt.hex(), "addresses": list(addresses)}
-
-
 def missing_requirements() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:
@@ -124,7 +102,9 @@ def missing_requirements() -> str | None:
     return None
 
 
-class Lab:
+class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer):
+    """The LAN, built by start() and torn down by close(); multicast and DIAL, faults, other hosts and DHCP come from the mixins."""
+
     def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None,
                  no_dial: tuple[int, ...] | list[int] | set[int] = ()):
         if not 0 <= devices + strict <= 150:
@@ -396,18 +376,6 @@ class Lab:
                 listener.wait()
         return set(json.loads(out))
 
-    def multicast_reaches(self, senders: dict[str, LabDevice], group: str, port: int, listen: float = 3.0) -> set[str]:
-        """Which devices' datagrams to group:port reach a listener in the workstation (label -> device).
-
-        The listener ends as soon as every sender's datagram arrived, else after listen seconds.
-        """
-        def send() -> None:
-            for label, dev in senders.items():
-                self.in_ns(dev.ns, [self.python, "-c", _MC_SENDER, group, str(port), dev.ip, label])
-
-        return self._listen([_MC_LISTENER, group, str(port), self.ws_ip, str(listen), *senders], send, listen,
-                            "multicast listener")
-
     def device(self, name: str) -> LabDevice:
         return next(d for d in self.devices if d.name == name)
 
@@ -421,159 +389,8 @@ class Lab:
         self._wait(lambda: f"Registering new address record for {new_ip}" in log.read_text(), f"{dev.name} at {new_ip}")
         time.sleep(1.5)  # avahi probes the new record (3 x 250 ms) before it answers with it
 
-    def cast_events(self, dev: LabDevice, event: str | None = None) -> list[dict]:
-        """What the device's DIAL and Cast ports saw (cast_device.py's JSON lines), oldest first."""
-        try:
-            lines = (dev.dir / "cast.log").read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except ValueError:  # a line being written
-                continue
-        return [e for e in events if event is None or e["event"] == event]
-
-    def wait_for_event(self, dev: LabDevice, event: str, timeout: float = 5.0, **fields) -> dict:
-        """The device's first logged event of that kind (with those field values), waiting for it up to timeout."""
-        found: list[dict] = []
-
-        def seen() -> bool:
-            found[:] = [e for e in self.cast_events(dev, event) if all(e.get(k) == v for k, v in fields.items())]
-            return bool(found)
-
-        self._wait(seen, f"{event} event of {dev.name}", timeout=timeout)
-        return found[0]
-
-    def _bridge_ns(self) -> str:
-        """The LAN's namespace, checked to be this lab's own: nft must never run anywhere else."""
-        br = f"{self.prefix}-br"
-        if br not in self.namespaces:
-            raise LabError("the lab's bridge namespace is gone")
-        return br
-
-    def lose_multicast(self, lost: bool = True) -> None:
-        """Make the LAN lose mDNS multicast on its way to the workstation (as a Wi-Fi AP may), or stop that.
-
-        An nft bridge table in the bridge's namespace, and nowhere else, drops
-        frames to 224.0.0.251 as they leave the bridge through the
-        workstation's port; unicast and SSDP (239.255.255.250) still pass.
-        """
-        if shutil.which("nft", path=SAFE_PATH) is None:
-            raise LabError("lose_multicast needs nft (scripts/bootstrap installs nftables)")
-        script = f"add table bridge {LOSSY_TABLE}\ndelete table bridge {LOSSY_TABLE}\n"
-        if lost:
-            script += (f"table bridge {LOSSY_TABLE} {{\n"
-                       "  chain to_workstation {\n"
-                       "    type filter hook forward priority 0; policy accept;\n"
-                       "    oifname \"ws\" ip daddr 224.0.0.251 counter drop\n"
-                       "  }\n"
-                       "}\n")
-        br = self._bridge_ns()
-        done = subprocess.run(["ip", "netns", "exec", br, "nft", "-f", "-"], input=script,
-                              capture_output=True, text=True, timeout=30, env={"PATH": SAFE_PATH, "LANG": "C"})
-        if done.returncode != 0:
-            raise LabError(f"nft in {br}: {done.stderr.strip()}")
-
-    def multicast_dropped(self) -> int:
-        """How many mDNS frames the lossy bridge has dropped so far (0 when it is off)."""
-        done = self._sh("ip", "netns", "exec", self._bridge_ns(), "nft", "-j", "list", "table", "bridge", LOSSY_TABLE,
-                        check=False)
-        if done.returncode != 0:
-            return 0
-        return sum(e["counter"]["packets"] for item in json.loads(done.stdout)["nftables"] if "rule" in item
-                   for e in item["rule"]["expr"] if "counter" in e)
-
-    def mdns_answers(self, until, *, unicast: list[str] | tuple[str, ...] = (), timeout: float = 5.0) -> dict[str, set[str]]:
-        """Ask the LAN for Cast devices from the workstation, as a full mDNS querier does, until until(seen) holds.
-
-        mdns_probe.py asks by multicast (QM, from port 5353) once a second and
-        once by legacy unicast to each address in unicast. seen is
-        {"multicast": addresses whose mDNS responses arrived by multicast,
-        "unicast": those whose answers arrived by unicast}; until is checked
-        on every answer and every 50 ms. Raises LabError if it does not hold
-        within timeout.
-        """
-        argv = [self.python, str(MDNS_PROBE), "--ip", self.ws_ip, "--timeout", str(timeout + 5)]
-        for ip in unicast:
-            argv += ["--unicast", ip]
-        probe = subprocess.Popen(self.ws_argv(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
-        lines: queue.Queue = queue.Queue()
-        reader = threading.Thread(target=lambda: [lines.put(line) for line in probe.stdout], daemon=True)
-        reader.start()
-        seen: dict[str, set[str]] = {"multicast": set(), "unicast": set()}
-        try:
-            first = lines.get(timeout=10)
-            if json.loads(first)["event"] != "listening":
-                raise LabError(f"mDNS probe: {first}")
-            probe.stdin.write("query\n")
-            probe.stdin.flush()
-            deadline = time.monotonic() + timeout
-            while not until(seen):
-                if time.monotonic() > deadline:
-                    raise LabError(f"mDNS probe: condition not met after {timeout:g} s; seen {seen}")
-                try:
-                    line = lines.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-                event = json.loads(line)
-                if event["event"] == "answer":
-                    seen[event["via"]].add(event["from"])
-            return seen
-        except (ValueError, queue.Empty) as e:
-            raise LabError(f"mDNS probe failed ({e}): {probe.stderr.read() if probe.poll() is not None else ''}") from None
-        finally:
-            if probe.poll() is None:
-                probe.terminate()
-            try:
-                probe.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                probe.kill()
-                probe.wait()
-
-    def chromium_discovery(self, expect: dict | None = None, **kw):
-        """Run a real Chromium in the workstation and report, device by device, what it did (see chromium.py)."""
-        from tests.lab.chromium import chromium_discovery
-        return chromium_discovery(self, expect, **kw)
-
     def set_port_range(self, low: int, high: int) -> None:
         self.ws(["sh", "-c", f"echo '{low} {high}' > /proc/sys/net/ipv4/ip_local_port_range"], check=True)
-
-    # --- hostile hosts and faults ----------------------------------------------
-
-    def add_hostile(self, cases: list[dict], ip: str) -> None:
-        """A host at ip that answers Cast queries with crafted announcements (see hostile.py)."""
-        ns = self._add_ns("hx")
-        self._attach(ns, "hx", ip, "02:ca:57:66:66:66")
-        where = self.dir / "hx"
-        where.mkdir()
-        (where / "cases.json").write_text(json.dumps(cases))
-        argv = ["ip", "netns", "exec", ns, self.python, str(HOSTILE), "--ip", ip, "--cases", str(where / "cases.json"),
-                "--log", str(where / "hostile.log")]
-        self._spawn(argv, where / "hostile.out")
-        self._wait(lambda: '"ready"' in (where / "hostile.log").read_text(), "hostile responder")
-
-    def add_hostile_dial(self, cases: list[dict], *, decoys: list[str] = (), listen: list[int] = (8008,)) -> HostileDial:
-        """A host answering every M-SEARCH with crafted replies, one address per case (see hostile_dial.py).
-
-        decoys are more addresses of that host which answer nothing: a request to one is a
-        request castwall should never have sent. Every request it gets is in its log.
-        """
-        ns = self._add_ns("hd")
-        ips = [c["ip"] for c in cases] + list(decoys)
-        self._attach(ns, "hd", ips[0], "02:ca:57:66:d1:a1")
-        for ip in ips[1:]:
-            self._sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-        where = self.dir / "hd"
-        where.mkdir()
-        (where / "cases.json").write_text(json.dumps(cases))
-        log = where / "hostile-dial.log"
-        self._spawn(["ip", "netns", "exec", ns, self.python, str(HOSTILE_DIAL), "--cases", str(where / "cases.json"),
-                     "--listen", ",".join(str(p) for p in listen), "--log", str(log)], where / "hostile-dial.out")
-        self._wait(lambda: '"ready"' in log.read_text(), "hostile DIAL host")
-        return HostileDial(ns, log)
 
     def castwall_measured(self, *args: str, root: bool = True) -> subprocess.CompletedProcess:
         """castwall under /usr/bin/time: the result also has peak_rss_mb (its stderr loses time's line)."""
@@ -587,101 +404,6 @@ class Lab:
         done.stderr = "".join(line + "\n" for line in lines if not line.startswith("castwall-lab-rss "))
         done.peak_rss_mb = int(rss[-1].split()[1]) / 1024
         return done
-
-    def add_impostor(self, ip: str, mac: str) -> str:
-        """A silent host that takes ip too: it answers ARP for it, as a spoofer would."""
-        ns = self._add_ns("im")
-        self._attach(ns, "im", ip, mac)
-        return ns
-
-    def inject_ufw_fault(self, mode: str, at: int) -> None:
-        """Make the workstation's ufw misbehave on its at-th allow, insert or delete call from now on.
-
-        mode: "fail" (that call fails), "fail-from" (it and every later call
-        fail), "term" (SIGTERM to the caller during that call), "kill" (the
-        call succeeds, then SIGKILL to the caller, as a power cut would).
-        """
-        real, wrapper = self.dir / "ufw-real", self.dir / "ufw-wrapper"
-        control = self.dir / "ufw-fault"
-        if not wrapper.exists():
-            shutil.copy2("/usr/sbin/ufw", real)
-            wrapper.write_text(_UFW_WRAPPER.format(real=real, control=control))
-            wrapper.chmod(0o755)
-            self.ws(["mount", "--bind", str(wrapper), "/usr/sbin/ufw"], check=True)
-        control.write_text(f"{mode} {at}\n")
-        (self.dir / "ufw-fault.count").write_text("0\n")
-
-    def inject_iptables_fault(self, mode: str, at: int) -> None:
-        """The same faults for castwall's in-process ufw path: iptables misbehaves on the at-th
-        `iptables -L ufw-user-input` from now on, the call with which ufw's library starts to
-        change the running chain for each rule (after it has rewritten its rules file).
-
-        mode as for inject_ufw_fault, except that "fail-from" makes every later iptables
-        call of any kind fail too, so ufw's reload fails as well.
-        """
-        binary = Path(os.path.realpath("/usr/sbin/iptables"))  # xtables' multi-call binary
-        real, wrapper = self.dir / "xtables-real", self.dir / "xtables-wrapper"
-        control = self.dir / "iptables-fault"
-        if not wrapper.exists():
-            shutil.copy2(binary, real)
-            wrapper.write_text(_IPTABLES_WRAPPER.format(real=real, control=control))
-            wrapper.chmod(0o755)
-            self.ws(["mount", "--bind", str(wrapper), str(binary)], check=True)
-        control.write_text(f"{mode} {at}\n")
-        (self.dir / "iptables-fault.count").write_text("0\n")
-        (self.dir / "iptables-fault.broken").unlink(missing_ok=True)
-
-    def clear_ufw_fault(self) -> None:
-        """End the faults of both injectors."""
-        for name in ("ufw-fault", "iptables-fault", "iptables-fault.broken"):
-            (self.dir / name).unlink(missing_ok=True)
-
-    def running_rules(self) -> str:
-        """The workstation's running ufw-user-input chain, as iptables holds it now."""
-        return self.ws(["iptables", "-S", "ufw-user-input"], check=True).stdout
-
-    def hide_ufw(self) -> None:
-        """Make ufw look uninstalled in the workstation (a non-executable file over it)."""
-        blank = self.dir / "no-ufw"
-        blank.write_text("")
-        blank.chmod(0o644)
-        self.ws(["mount", "--bind", str(blank), "/usr/sbin/ufw"], check=True)
-
-    # --- the workstation as the LAN's DHCP server -----------------------------
-
-    def serve_dhcp(self, first: int = 200, last: int = 250) -> Path:
-        """Run a real dnsmasq as the LAN's DHCP server in the workstation; return its drop-in directory.
-
-        Its dynamic pool is .first-.last, away from the devices' addresses, so
-        an address a device gets outside it can only come from a reservation.
-        systemd does not run in a namespace, so a small stand-in answers
-        `systemctl is-active|restart dnsmasq.service` for castwall by
-        restarting this dnsmasq (calls logged in systemctl.log). ufw lets in
-        DHCP requests, as the admin of such a server would.
-        """
-        dropins, shim = self.dir / "dnsmasq.d", self.dir / "systemctl"
-        dropins.mkdir(mode=0o755)
-        (dropins / "00-lab.conf").write_text("# the admin's own file, which castwall must not touch\nlog-dhcp\n")
-        argv = ["/usr/sbin/dnsmasq", "--conf-file=/dev/null", f"--conf-dir={dropins}", "--port=0", "--interface=eth0",
-                "--bind-interfaces", f"--dhcp-range={self.subnet}.{first},{self.subnet}.{last},255.255.255.0,1h",
-                f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", "--pid-file=/run/lab-dnsmasq.pid",
-                f"--log-facility={self.dir / 'dnsmasq.log'}", "--user=root"]
-        shim.write_text(_SYSTEMCTL_SHIM.format(argv=" ".join(argv), log=self.dir / "systemctl.log"))
-        shim.chmod(0o755)
-        self.ws(["mount", "--bind", str(shim), "/usr/bin/systemctl"], check=True)
-        self.ws(["systemctl", "restart", "dnsmasq.service"], check=True)
-        self.ufw("allow", "in", "on", "eth0", "to", "any", "port", "67", "proto", "udp", check=True)
-        return dropins
-
-    def systemctl_calls(self) -> list[str]:
-        path = self.dir / "systemctl.log"
-        return path.read_text().splitlines() if path.exists() else []
-
-    def dhcp_lease(self, dev: LabDevice) -> dict:
-        """Ask for a lease from the device's namespace with its MAC (DISCOVER, OFFER, REQUEST, ACK)."""
-        done = self._sh("ip", "netns", "exec", dev.ns, self.python, str(DHCP_CLIENT), "--iface", "eth0",
-                        "--mac", dev.mac, timeout=30)
-        return json.loads(done.stdout)
 
     def user_rules(self) -> str:
         """ufw's own rules file of the workstation: every rule, as ufw stores it."""
@@ -729,67 +451,10 @@ print(json.dumps(sorted(got)))
 """
 
 # Both fault injectors count the calls they watch and decide whether this one is hit.
-_FAULT_COUNT = """n=$(( $(cat {control}.count) + 1 ))
-echo "$n" > {control}.count
-read -r mode at < {control}
-hit=no
-[ "$n" -eq "$at" ] && hit=yes
-[ "$mode" = fail-from ] && [ "$n" -ge "$at" ] && hit=yes
-"""
 
-_UFW_WRAPPER = """#!/bin/sh
-# The lab's fault injector in front of the real ufw (see Lab.inject_ufw_fault).
-case "$1" in allow|delete|insert) ;; *) exec {real} "$@" ;; esac
-[ -f {control} ] || exec {real} "$@"
-""" + _FAULT_COUNT + """[ $hit = yes ] || exec {real} "$@"
-case "$mode" in
-  fail|fail-from) echo "ERROR: lab fault injected into ufw call $n" >&2; exit 1 ;;
-  term) kill -TERM "$PPID"; exec {real} "$@" ;;
-  kill) {real} "$@"; kill -KILL "$PPID"; exit 0 ;;
-esac
-"""
 
-_IPTABLES_WRAPPER = """#!/bin/bash
-# The lab's fault injector in front of iptables (see Lab.inject_iptables_fault).
-name=$(basename "$0")
-[ -f {control}.broken ] && {{ echo "$name: lab fault: iptables is broken" >&2; exit 1; }}
-if [ "$name" != iptables ] || [ "$1" != -L ] || [ "$2" != ufw-user-input ] || [ ! -f {control} ]; then
-    exec -a "$name" {real} "$@"
-fi
-""" + _FAULT_COUNT + """[ $hit = yes ] || exec -a "$name" {real} "$@"
-case "$mode" in
-  fail) echo "iptables: lab fault injected into call $n" >&2; exit 1 ;;
-  fail-from) touch {control}.broken; echo "iptables: lab fault injected into call $n" >&2; exit 1 ;;
-  term) kill -TERM "$PPID"; exec -a "$name" {real} "$@" ;;
-  kill) (exec -a "$name" {real} "$@"); kill -KILL "$PPID"; exit 0 ;;
-esac
-"""
 
-_MC_LISTENER = """
-import json, socket, sys, time
-group, port, ip, listen, want = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), set(sys.argv[5:])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((group, port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ip))
-print("listening", flush=True)
-got, end = set(), time.monotonic() + listen
-while got < want and (left := end - time.monotonic()) > 0:
-    s.settimeout(left)
-    try:
-        got.add(s.recv(100).decode(errors="replace"))
-    except socket.timeout:
-        break
-print(json.dumps(sorted(got & want)))
-"""
 
-_MC_SENDER = """
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(sys.argv[3]))
-for _ in range(3):
-    s.sendto(sys.argv[4].encode(), (sys.argv[1], int(sys.argv[2])))
-"""
 
 _SENDER = """
 import socket, sys
@@ -799,26 +464,3 @@ for _ in range(3):
 """
 
 
-_SYSTEMCTL_SHIM = """#!/bin/sh
-# The lab's stand-in for systemctl: one unit, dnsmasq.service, run by the lab.
-echo "$*" >> {log}
-pid() {{ cat /run/lab-dnsmasq.pid 2>/dev/null; }}
-running() {{ p=$(pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }}
-unit=""
-for a in "$@"; do case "$a" in *.service) unit="$a";; esac; done
-[ "$unit" = dnsmasq.service ] || {{ echo "Unit $unit could not be found." >&2; exit 4; }}
-case "$1" in
-is-active)
-    running && exit 0 || exit 3;;
-restart)
-    if running; then
-        p=$(pid); kill "$p"
-        for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    fi
-    rm -f /run/lab-dnsmasq.pid
-    {argv} || {{ echo "Job for dnsmasq.service failed." >&2; exit 1; }}
-    for i in $(seq 50); do running && exit 0; sleep 0.1; done
-    exit 1;;
-esac
-exit 1
-"""
