@@ -55,7 +55,7 @@ def dial_evidence(device: Device, replies: Sequence[DialReply], *, wire: bool) -
     if device.kind is Kind.GROUP:
         return DIAL_NONE, None
     here = next((r for r in replies if r.source == device.ip), None)
-    if here is None or not (here.delivered or here.on_wire):
+    if here is None:
         return (DIAL_SILENT if wire else DIAL_UNSEEN), None
     if not here.delivered:
         return DIAL_DROPPED, None
@@ -76,7 +76,6 @@ def judge(
     rules: Sequence[Rule],
     port_range: PortRange,
     refused: str | None,
-    root: bool,
 ) -> Verdict:
     """The verdict on one device from what castwall measured.
 
@@ -89,50 +88,45 @@ def judge(
     allowed = rule is not None and rule.ports == port_range
     problem = fix = note = None
     if not ways:
-        problem, fix = _not_found(device, dial, dial_problem, rule, allowed, refused, root)
+        problem, fix = _not_found(device, dial, dial_problem, rule, allowed, refused)
     elif cast is not None:
         problem = f"Chrome finds it by {' and '.join(ways)} but cannot open its Cast channel (TCP {device.ip}:{device.port}: {cast})"
         fix = "check that the device is on and that nothing on this computer blocks outgoing TCP to it"
     elif dial == DIAL_DROPPED:
         note = ("DIAL replies are dropped by this computer's firewall: where multicast is lost (many Wi-Fi "
-                "access points lose it), Chrome would not find it; " + _allow_dial(refused, rule, allowed))
+                "access points lose it), Chrome would not find it; " + _let_dial_in(refused, rule, allowed))
     elif dial == DIAL_UNSEEN:
         note = "no DIAL reply reached castwall; 'sudo castwall check' tells whether this computer's firewall drops them"
     return Verdict(device, mdns, dial, cast, ways, problem, fix, note)
 
 
-def _allow_dial(refused: str | None, rule: Rule | None, allowed: bool) -> str:
+def _let_dial_in(refused: str | None, rule: Rule | None, allowed: bool) -> str:
+    """What lets a device's dropped DIAL replies in."""
     if refused:
         return f"castwall gives it no rule: {refused}"
     if rule is not None and not allowed:
         return f"its rule is for ports {rule.ports}, not the port range now in force: run 'sudo castwall setup'"
     if allowed:
-        return "a rule for it is in place, so another rule of this computer's firewall drops them"
-    return "run 'sudo castwall setup' to let them in"
+        return "castwall's rule is in place, so another rule of this computer's firewall drops the replies first: " \
+            "see 'sudo ufw status numbered'"
+    return "run 'sudo castwall setup'"
 
 
 def _not_found(device: Device, dial: str, dial_problem: str | None, rule: Rule | None, allowed: bool,
-               refused: str | None, root: bool) -> tuple[str, str]:
+               refused: str | None) -> tuple[str, str]:
     lost = "its mDNS answers do not arrive by multicast here (many Wi-Fi access points lose multicast)"
     if device.kind is Kind.GROUP:
         return (f"Chrome cannot find this group: {lost}, and groups answer no DIAL search",
                 "make multicast reach this computer (the access point's multicast settings), or cast to its members")
     if dial == DIAL_DROPPED:
-        why = f"{lost}, and this computer's firewall drops its DIAL replies"
-        if refused:
-            return f"Chrome cannot find it: {why}", f"castwall gives it no rule: {refused}"
-        if rule is not None and not allowed:
-            return f"Chrome cannot find it: {why}", f"its rule is for ports {rule.ports}, not the port range now in force: run 'sudo castwall setup'"
-        if allowed:
-            return f"Chrome cannot find it: {why} although castwall's rule is in place", \
-                "another rule of this computer's firewall drops the replies first: see 'sudo ufw status numbered'"
-        return f"Chrome cannot find it: {why}", "run 'sudo castwall setup'"
+        return (f"Chrome cannot find it: {lost}, and this computer's firewall drops its DIAL replies",
+                _let_dial_in(refused, rule, allowed))
     if dial == DIAL_UNREAD:
         return f"Chrome cannot find it: {lost}, and its DIAL reply arrives but {dial_problem}", \
             "restart the device; if that does not help, it is not a Cast device Chrome can use"
     if dial == DIAL_UNSEEN:
         fix = "run 'sudo castwall check' to see whether this computer's firewall drops its DIAL replies"
-        if not root and not allowed and not refused:
+        if not allowed and not refused:
             fix += " ('sudo castwall setup' lets them in)"
         return f"Chrome cannot find it: {lost}, and no DIAL reply from it reached this computer", fix
     return (f"Chrome cannot find it: {lost}, and it sends no DIAL reply",

@@ -8,7 +8,7 @@ from typing import Sequence
 import click
 
 from castwall import render
-from castwall.commands.services import NOT_ROOT_DIAL, Services, note
+from castwall.commands.services import NOT_ROOT_DIAL, Services, not_root_hint, note
 from castwall.commands.survey import Survey, show_rejected, take_survey
 from castwall.errors import ExitCode, NotFound
 from castwall.model import Device, PortRange, Rule, State
@@ -18,8 +18,8 @@ from castwall.system.sysctl import read_port_range
 from castwall.verdict import Verdict, dial_evidence, judge
 
 
-def measure(svc: Services, devices: Sequence[Device], survey: Survey, rules: Sequence[Rule], port_range: PortRange,
-            root: bool) -> list[Verdict]:
+def measure(svc: Services, devices: Sequence[Device], survey: Survey, rules: Sequence[Rule],
+            port_range: PortRange) -> list[Verdict]:
     """A verdict for each device: what its mDNS answers, its DIAL reply and its Cast channel did."""
     with svc.timed("Cast channels (TCP)"):
         opened = svc.reach([(d.ip, d.port) for d in devices])
@@ -27,7 +27,7 @@ def measure(svc: Services, devices: Sequence[Device], survey: Survey, rules: Seq
     for d in devices:
         dial, dial_problem = dial_evidence(d, survey.dial, wire=survey.dial_seen_on_wire)
         verdicts.append(judge(d, dial=dial, dial_problem=dial_problem, cast=opened.get((d.ip, d.port), "not tried"),
-                              rules=rules, port_range=port_range, refused=survey.refused.get(d.uuid), root=root))
+                              rules=rules, port_range=port_range, refused=survey.refused.get(d.uuid)))
     return verdicts
 
 
@@ -72,11 +72,11 @@ def run(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], 
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
     devices = [d for d in pool + left_out if d.uuid in scope] if scope is not None else pool
     if not devices:
-        hint = "" if root else "; without root only the DIAL replies this computer's firewall lets in are seen: try 'sudo castwall check'"
+        hint = "" if root else not_root_hint("check")
         raise NotFound(f"no Cast device answered within {timeout:g} s, and castwall has saved none{hint}")
     if selectors:
         left_out = []
-    verdicts = measure(svc, devices, survey, rules, port_range, root)
+    verdicts = measure(svc, devices, survey, rules, port_range)
     if as_json:
         doc = render.document("check", root=root, dial_wire=survey.dial_seen_on_wire,
                               devices=[render.verdict_json(v, survey.refused.get(v.device.uuid)) for v in verdicts],

@@ -7,7 +7,7 @@ import json
 import click
 
 from castwall import render
-from castwall.commands.services import NOT_ROOT_DIAL, Services, note
+from castwall.commands.services import NOT_ROOT_DIAL, Services, not_root_hint, note
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.errors import NotFound
 from castwall.system import host
@@ -33,5 +33,5 @@ def run(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json: boo
     elif devices:
         click.echo(render.device_table(devices, survey.refused))
     if not devices:
-        hint = "" if root else "; without root only the DIAL replies this computer's firewall lets in are seen: try sudo"
+        hint = "" if root else not_root_hint("discover")
         raise NotFound(f"no Cast device answered within {timeout:g} s on {', '.join(i.name for i in survey.interfaces)}{hint}")

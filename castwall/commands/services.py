@@ -124,5 +124,10 @@ def note(message: str) -> None:
     click.echo(f"castwall: note: {message}", err=True)
 
 
+def not_root_hint(command: str) -> str:
+    """The end of a "no Cast device answered" error without root."""
+    return f"; without root only the DIAL replies this computer's firewall lets in are seen: try 'sudo castwall {command}'"
+
+
 NOT_ROOT_DIAL = ("not root: only the DIAL replies that this computer's firewall lets in were seen; "
                  "with sudo castwall also sees the ones it drops")

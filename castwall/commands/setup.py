@@ -11,7 +11,7 @@ from castwall import hints as hintlib
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, placed, run_transaction
 from castwall.commands.change import confirm, done_text, drift, firewall_for, save_state, timestamp
-from castwall.commands.services import Services, progress, warn
+from castwall.commands.services import Services, not_root_hint, progress, warn
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.errors import NotFound
 from castwall.model import Address, Rule, State
@@ -48,7 +48,7 @@ def run(
     show_rejected(survey)
     devices = survey.devices
     if not devices:
-        hint = "" if root else "; without root only the DIAL replies this computer's firewall lets in are seen: try sudo"
+        hint = "" if root else not_root_hint("setup")
         raise NotFound(f"no Cast device answered within {timeout:g} s; is the device on and on this LAN?{hint}")
     scope, unmatched = select_devices(devices, selectors)
     if unmatched:

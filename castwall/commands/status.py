@@ -39,7 +39,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     discovered = survey.devices if survey else None
     findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem)
     rules = live if live is not None else (state.rules if state else ())
-    verdicts = measure(svc, candidates(survey, state, rules)[0], survey, rules, port_range, root) if check and survey else None
+    verdicts = measure(svc, candidates(survey, state, rules)[0], survey, rules, port_range) if check and survey else None
     findings += verdict_findings(verdicts or ())
     if as_json:
         doc = render.document(

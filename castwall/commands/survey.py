@@ -74,7 +74,7 @@ def take_survey(
     svc.note(f"{len(announced)} announcement(s) and {len(replies)} DIAL replier(s) heard")
     if search is not None and root and search.wire_problem:
         warn(f"DIAL replies that this computer's firewall drops are not seen: {search.wire_problem}")
-    devices, rejected = collate(announced, [read_dial(r) for r in replies if r.delivered or r.on_wire])
+    devices, rejected = collate(announced, [read_dial(r) for r in replies])
     # Screen twice: once to settle which address a contested device the user
     # accepted has, then again with what ARP said about each address.
     devices, _ = screen(link_groups(devices), networks, own, trust)

@@ -69,9 +69,7 @@ class UnicastAsker:
             while True:
                 try:
                     data, (host, port) = sock.recvfrom(9000)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
+                except OSError:  # nothing more queued (BlockingIOError) or the socket failed
                     break
                 source = ipaddress.IPv4Address(host)
                 if port != MDNS_PORT or source not in asked:
