@@ -73,14 +73,14 @@ def placed(steps: Sequence[Step], order: Sequence[Rule | None]) -> list[Step]:
 
 def describe(step: Step) -> str:
     verb = "allow" if step.action is Action.ADD else "removal of"
-    return f"{verb} UDP from {step.rule.ip} to ports {step.rule.ports}"
+    return f"{verb} {step.rule.traffic} from {step.rule.ip}"
 
 
 def _left_over(failed: Sequence[Step]) -> str:
     """What an incomplete undo leaves in ufw, in words."""
     ordered = sorted(failed, key=lambda s: s.rule.sort_key())
-    present = [f"{s.rule.ip} port {s.rule.ports}" for s in ordered if s.action is Action.ADD]
-    missing = [f"{s.rule.ip} port {s.rule.ports}" for s in ordered if s.action is Action.DELETE]
+    present = [f"{s.rule.traffic} from {s.rule.ip}" for s in ordered if s.action is Action.ADD]
+    missing = [f"{s.rule.traffic} from {s.rule.ip}" for s in ordered if s.action is Action.DELETE]
     parts = []
     if present:
         parts.append("still allowed (added by this run): " + ", ".join(present))

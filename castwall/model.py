@@ -109,39 +109,87 @@ class Device:
             return selector.casefold() == self.name.casefold()
 
 
+PROTOCOLS = ("udp", "tcp")
+
+
+@dataclass(frozen=True)
+class AppChoice:
+    """A sender app the user chose with --app: its catalogue name (or tcp-range) and the TCP ports it serves on."""
+
+    name: str
+    ports: PortRange
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ports, PortRange):
+            raise ValueError("an app's ports must be a port range")
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,40}$", self.name):
+            raise ValueError(f"not an app name: {self.name!r}")
+
+
+def port_text(ports: PortRange) -> str:
+    """A port or a range as ufw writes it: 8010, 45000:47000 (ufw refuses 8010:8010)."""
+    return str(ports.low) if ports.low == ports.high else f"{ports.low}:{ports.high}"
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One ufw rule of castwall's shape: UDP from one address to a port range.
+    """One ufw rule of castwall's shape: from one address to this computer's ports.
 
-    owner is the UUID named by the rule's castwall tag, or None when the rule
-    has that shape but is not castwall's (castwall never changes such a rule).
+    proto "udp" with no app is the DIAL rule (the local port range); "tcp" is
+    a sender app's rule, written through castwall's ufw application profile
+    when app names it (ports are then the profile's), else as a plain port
+    rule. owner is the UUID named by the rule's castwall tag, or None when the
+    rule has that shape but is not castwall's (castwall never changes such a rule).
     """
 
     ip: Address
     ports: PortRange
     owner: str | None = None
+    proto: str = "udp"
+    app: str | None = None
 
     def __post_init__(self) -> None:
         if self.owner is not None:
             object.__setattr__(self, "owner", canonical_uuid(self.owner))
+        if self.proto not in PROTOCOLS:
+            raise ValueError(f"protocol {self.proto!r} is not udp or tcp")
+        if not isinstance(self.ports, PortRange):
+            raise ValueError("a rule's ports must be a port range")
+        if self.app is not None and (self.proto != "tcp" or not re.match(r"^castwall-[a-z0-9-]{1,40}$", self.app)):
+            raise ValueError(f"not one of castwall's TCP application profiles: {self.app!r}")
 
     @property
     def comment(self) -> str | None:
         return None if self.owner is None else TAG_PREFIX + self.owner
 
+    @property
+    def is_dial(self) -> bool:
+        """The UDP rule for the local port range, which lets DIAL replies in."""
+        return self.proto == "udp" and self.app is None
+
+    @property
+    def traffic(self) -> str:
+        """What the rule lets in, for people: "UDP 32768:60999", "TCP 8010 (app castwall-vlc)"."""
+        text = f"{self.proto.upper()} {port_text(self.ports)}"
+        return text + (f" (app {self.app})" if self.app else "")
+
     def sort_key(self) -> tuple:
-        return (self.ip.version, int(self.ip), self.ports, self.owner or "")
+        return (self.ip.version, int(self.ip), self.proto != "udp", self.ports, self.app or "", self.owner or "")
 
     def same_traffic(self, other: Rule) -> bool:
         """True when ufw would treat both as the same rule (ufw ignores comments)."""
-        return self.ip == other.ip and self.ports == other.ports
+        return (self.ip, self.proto, self.ports, self.app) == (other.ip, other.proto, other.ports, other.app)
+
+    def _ufw_match(self) -> tuple[str, ...]:
+        if self.app is not None:
+            return ("allow", "from", str(self.ip), "to", "any", "app", self.app)
+        return ("allow", "proto", self.proto, "from", str(self.ip), "to", "any", "port", port_text(self.ports))
 
     def ufw_add_args(self) -> tuple[str, ...]:
-        args = ("allow", "proto", "udp", "from", str(self.ip), "to", "any", "port", str(self.ports))
-        return args + (("comment", self.comment) if self.comment else ())
+        return self._ufw_match() + (("comment", self.comment) if self.comment else ())
 
     def ufw_delete_args(self) -> tuple[str, ...]:
-        return ("delete",) + self.ufw_add_args()[:9]
+        return ("delete",) + self._ufw_match()
 
 
 class Action(str, enum.Enum):
@@ -191,6 +239,7 @@ class Plan:
     kept: tuple[Rule, ...]
     skipped: tuple[Skip, ...]
     untouched: tuple[Rule, ...] = ()  # castwall's rules of devices not seen now, left as they are
+    apps: tuple[AppChoice, ...] = ()  # the sender apps every device gets a rule for
 
     @property
     def empty(self) -> bool:
@@ -210,6 +259,7 @@ class State:
     devices: tuple[Device, ...]
     rules: tuple[Rule, ...]
     written: str | None = None
+    apps: tuple[AppChoice, ...] = ()  # the sender apps chosen with setup --app, given to every device
 
     def device(self, uuid: str) -> Device | None:
         return next((d for d in self.devices if d.uuid == uuid), None)

@@ -7,7 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Collection, Mapping, Sequence
 
-from castwall.model import Action, Address, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, canonical_uuid
+from castwall import apps
+from castwall.model import Action, Address, AppChoice, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, canonical_uuid
 
 Network = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -80,12 +81,12 @@ def screen(
     return out, refused
 
 
-def _owners(devices: Sequence[Device], port_range: PortRange, accepted: Collection[Address]) -> tuple[dict[str, Rule], list[Skip]]:
-    """One wanted rule per address, owned by the physical device announced there."""
+def _owners(devices: Sequence[Device], accepted: Collection[Address]) -> tuple[dict[str, Address], list[Skip]]:
+    """One owner per address: the physical device announced there (a group only where no device is)."""
     by_ip: dict[Address, list[Device]] = defaultdict(list)
     for d in devices:
         by_ip[d.ip].append(d)
-    wanted: dict[str, Rule] = {}
+    owners: dict[str, Address] = {}
     skipped: list[Skip] = []
     for ip, here in by_ip.items():
         physical = sorted({d.uuid: d for d in here if d.kind is not Kind.GROUP}.values(), key=lambda d: d.uuid)
@@ -97,11 +98,17 @@ def _owners(devices: Sequence[Device], port_range: PortRange, accepted: Collecti
                                        f"no rule unless you accept it with --allow-contested {ip}", refused=True))
             continue
         owner = physical[0] if physical else groups[0]
-        wanted[owner.uuid] = Rule(ip, port_range, owner.uuid)
+        owners[owner.uuid] = ip
         for g in groups:
             if g is not owner:
-                skipped.append(Skip(g, f"shares {ip} with {owner.name}, whose rule covers it"))
-    return wanted, skipped
+                skipped.append(Skip(g, f"shares {ip} with {owner.name}, whose rules cover it"))
+    return owners, skipped
+
+
+def device_rules(ip: Address, owner: str, port_range: PortRange, chosen: Sequence[AppChoice] = (),
+                 profiles: Collection[str] = ()) -> list[Rule]:
+    """The rules one device gets: UDP to the local port range (DIAL), then TCP to each chosen app's ports."""
+    return [Rule(ip, port_range, owner)] + [apps.rule_for(c, ip, owner, profiles) for c in chosen]
 
 
 def select_devices(devices: Sequence[Device], selectors: Sequence[str]) -> tuple[set[str] | None, list[str]]:
@@ -126,64 +133,80 @@ def plan_setup(
     scope: Collection[str] | None = None,
     refused: Mapping[str, str] | None = None,
     accepted: Collection[Address] = (),
+    chosen: Sequence[AppChoice] = (),
+    profiles: Collection[str] = (),
 ) -> Plan:
-    """The steps that give every device one rule for its address and the port range.
+    """The steps that give every device its rules: UDP for the port range, TCP for each chosen app.
 
     devices are all the devices seen; scope, when given (--device), names the
     UUIDs whose rules may change (a group brings the device that hosts it).
     firewall holds every rule of castwall's shape, tagged or not. Untagged
-    rules are never changed; a device that one already allows is skipped.
+    rules are never changed; a rule that one already allows is skipped.
     Rules of devices not seen now are left alone, except that a changed port
     range is carried over to them when no --device limits the run. refused
     maps the UUIDs that screen() turned down to the reason; they get no rule
     and their old rules are treated as those of devices not seen. accepted
     holds the addresses the user accepted although several devices claim them.
+    chosen are the sender apps (setup --app, and those chosen before);
+    profiles names castwall's ufw application profiles that ufw has as
+    castwall ships them, through which an app's rule is written.
     """
     refused = refused or {}
-    all_wanted, all_skipped = _owners([d for d in devices if d.uuid not in refused], port_range, accepted)
+    owner_ip, all_skipped = _owners([d for d in devices if d.uuid not in refused], accepted)
     all_skipped += [Skip(d, refused[d.uuid], refused=True) for d in devices if d.uuid in refused]
     if scope is None:
         in_scope = {d.uuid for d in devices}
     else:
-        owner_at = {r.ip: r.owner for r in all_wanted.values()}
+        owner_at = {ip: u for u, ip in owner_ip.items()}
         in_scope = set(scope) | {owner_at[d.ip] for d in devices if d.uuid in scope and d.ip in owner_at}
-    wanted = {u: r for u, r in all_wanted.items() if u in in_scope}
+    wanted = {u: device_rules(ip, u, port_range, chosen, profiles) for u, ip in owner_ip.items() if u in in_scope}
     skipped = [s for s in all_skipped if s.device.uuid in in_scope]
-    wanted_ips = {r.ip: r for r in wanted.values()}
+    wanted_ips = {ip: u for u, ip in owner_ip.items() if u in in_scope}
     names = {d.uuid: d.name for d in devices}
+    chosen_names = {c.name for c in chosen}
     deletes: list[Step] = []
     adds: list[Step] = []
     kept: list[Rule] = []
     for r in sorted((r for r in firewall if r.owner), key=Rule.sort_key):
         want = wanted.get(r.owner)
+        job = apps.purpose(r, chosen)
         if want is not None:
-            if r == want and want not in kept:
-                kept.append(r)
-            elif r.ip != want.ip:
-                deletes.append(Step(Action.DELETE, r, f"{names[r.owner]} moved from {r.ip} to {want.ip}"))
-            else:
-                deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {want.ports}"))
+            if r in want:
+                if r not in kept:
+                    kept.append(r)
+            elif r.ip != want[0].ip:
+                deletes.append(Step(Action.DELETE, r, f"{names[r.owner]} moved from {r.ip} to {want[0].ip}"))
+            elif job == "dial":
+                deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
+            elif job in chosen_names:
+                new = next(w for w in want[1:] if apps.purpose(w, chosen) == job)
+                deletes.append(Step(Action.DELETE, r, f"{job} now needs {new.traffic}, not {r.traffic}"))
+            # Otherwise a rule for an app no longer chosen: only remove --app withdraws it.
         elif r.ip in wanted_ips:
-            # ufw holds one rule per address and port range: the old owner's must go.
-            deletes.append(Step(Action.DELETE, r, f"{r.ip} now belongs to {names[wanted_ips[r.ip].owner]}"))
-        elif scope is None and r.owner not in all_wanted and r.ports != port_range:
+            # ufw holds one rule per address and traffic: the old owner's must go.
+            deletes.append(Step(Action.DELETE, r, f"{r.ip} now belongs to {names[wanted_ips[r.ip]]}"))
+        elif scope is None and r.owner not in owner_ip and job == "dial" and r.ports != port_range:
             deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
             adds.append(Step(Action.ADD, Rule(r.ip, port_range, r.owner), "port range changed; device not seen now"))
     untagged = [r for r in firewall if r.owner is None]
-    replaced = {s.rule.owner for s in deletes}
-    for owner, want in sorted(wanted.items(), key=lambda item: item[1].sort_key()):
-        if want in kept:
-            continue
+    replaced = {(s.rule.owner, apps.purpose(s.rule, chosen)) for s in deletes}
+    for owner, rules in sorted(wanted.items(), key=lambda item: item[1][0].sort_key()):
         device = next(d for d in devices if d.uuid == owner)
-        if any(u.same_traffic(want) for u in untagged):
-            skipped.append(Skip(device, "already allowed by a ufw rule castwall did not write; left alone"))
-            continue
-        adds.append(Step(Action.ADD, want, "replaces the old rule" if owner in replaced else f"new: {device.name}"))
+        for want in rules:
+            if want in kept:
+                continue
+            job = apps.purpose(want, chosen)
+            what = "" if job == "dial" else f" ({job})"
+            if any(u.same_traffic(want) for u in untagged):
+                skipped.append(Skip(device, f"{want.traffic} is already allowed by a ufw rule castwall did not write; left alone"))
+                continue
+            adds.append(Step(Action.ADD, want, f"replaces the old rule{what}" if (owner, job) in replaced
+                             else f"new: {device.name}{what}"))
     skipped.sort(key=lambda s: (s.device.name.casefold(), s.device.uuid))
     shown = tuple(d for d in devices if d.uuid in in_scope)
     changed = {s.rule for s in deletes}
     untouched = tuple(r for r in sorted(firewall, key=Rule.sort_key) if r.owner and r not in changed and r not in kept)
-    return Plan(port_range, shown, tuple(deletes + adds), tuple(kept), tuple(skipped), untouched)
+    return Plan(port_range, shown, tuple(deletes + adds), tuple(kept), tuple(skipped), untouched, tuple(chosen))
 
 
 def next_state(
@@ -192,8 +215,9 @@ def next_state(
     owned: Sequence[Rule],
     port_range: PortRange,
     written: str,
+    chosen: Sequence[AppChoice] = (),
 ) -> State:
-    """The state to save after a run: what was seen now, plus what still owns a rule."""
+    """The state to save after a run: what was seen now, plus what still owns a rule, and the chosen apps."""
     devices = {d.uuid: d for d in (previous.devices if previous else ())}
     devices.update({d.uuid: d for d in seen})
     current = {d.uuid for d in seen}
@@ -202,22 +226,26 @@ def next_state(
         (d for u, d in devices.items() if u in current or u in owners),
         key=lambda d: (d.name.casefold(), d.uuid),
     )
-    return State(port_range, tuple(kept), tuple(sorted(owned, key=Rule.sort_key)), written)
+    return State(port_range, tuple(kept), tuple(sorted(owned, key=Rule.sort_key)), written, tuple(chosen))
 
 
 def select_rules_to_remove(
     owned: Sequence[Rule],
     known: Sequence[Device],
     selectors: Sequence[str],
+    app_names: Sequence[str] = (),
+    chosen: Sequence[AppChoice] = (),
 ) -> tuple[list[Step], list[str]]:
     """Delete steps for the owned rules the selectors name (all when none are given).
 
-    Returns the steps and the selectors that matched nothing.
+    With app_names (remove --app), only the rules of those apps, on every
+    device; chosen (the apps in the state file) tells which rule serves which
+    app. Returns the steps and the selectors or apps that matched nothing.
     """
     steps, unmatched = [], []
-    chosen: dict[Rule, None] = {}
-    if not selectors:
-        chosen = dict.fromkeys(owned)
+    chosen_rules: dict[Rule, None] = {}
+    if not selectors and not app_names:
+        chosen_rules = dict.fromkeys(owned)
     for sel in selectors:
         uuids = {d.uuid for d in known if d.matches(sel)}
         try:
@@ -227,10 +255,17 @@ def select_rules_to_remove(
         hits = [r for r in owned if r.owner in uuids]
         if not hits:
             unmatched.append(sel)
-        chosen.update(dict.fromkeys(hits))
+        chosen_rules.update(dict.fromkeys(hits))
     names = {d.uuid: d.name for d in known}
-    for r in sorted(chosen, key=Rule.sort_key):
-        steps.append(Step(Action.DELETE, r, f"remove: {names.get(r.owner, r.owner)}"))
+    for app in app_names:
+        hits = [r for r in owned if apps.purpose(r, chosen) == app]
+        if not hits and app not in {c.name for c in chosen}:
+            unmatched.append(app)
+        chosen_rules.update(dict.fromkeys(hits))
+    for r in sorted(chosen_rules, key=Rule.sort_key):
+        job = apps.purpose(r, chosen)
+        what = "" if job == "dial" or job is None else f" ({job})"
+        steps.append(Step(Action.DELETE, r, f"remove: {names.get(r.owner, r.owner)}{what}"))
     return steps, unmatched
 
 
@@ -279,9 +314,9 @@ def assess(
         state = State(port_range=None, devices=(), rules=())
     rules = list(live) if live is not None else list(state.rules)
     owned = [r for r in rules if r.owner]
-    stale = sorted({str(r.ports) for r in owned if r.ports != port_range})
+    stale = sorted({str(r.ports) for r in owned if r.is_dial and r.ports != port_range})
     if stale:
-        count = sum(1 for r in owned if r.ports != port_range)
+        count = sum(1 for r in owned if r.is_dial and r.ports != port_range)
         out.append(Finding(
             "port-range-changed",
             f"the local port range is now {port_range}, but {count} rule(s) were written for {', '.join(stale)}",
@@ -290,15 +325,17 @@ def assess(
         recorded = set(state.rules)
         for r in state.rules:
             if r not in live:
-                out.append(Finding("rule-missing", f"the rule for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
+                out.append(Finding("rule-missing", f"the {_job(r, state)} for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
         for r in owned:
             if r not in recorded:
-                out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} that the state file does not record (an interrupted run?)"))
+                out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
+                                                      "does not record (an interrupted run?)"))
     for line in odd_tagged:
         out.append(Finding("rule-odd", f"ufw holds a rule tagged castwall that castwall did not write; left alone: {line}"))
     if discovered is not None:
         seen = {d.uuid: d for d in discovered}
-        for r in owned:
+        # One finding per device, from its first rule (the UDP one, where it has it).
+        for r in {r.owner: r for r in sorted(owned, key=lambda r: not r.is_dial, reverse=True)}.values():
             d = seen.get(r.owner)
             if d is None:
                 out.append(Finding("device-missing", f"{_name(state, r.owner)} ({r.ip}) has a rule but was not seen on the LAN"))
@@ -311,12 +348,33 @@ def assess(
                 else:
                     out.append(Finding("refused", f"{d.name} gets no rule: {refused[d.uuid]}", False))
                 continue
-            if any(r.ip == d.ip for r in rules):
+            if any(r.ip == d.ip and r.is_dial for r in rules):
                 continue
             if any(r.owner == d.uuid for r in owned):
                 continue  # reported above as moved
             out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
+    out += _apps_missing(state, owned, discovered)
     return out
+
+
+def _apps_missing(state: State, owned: Sequence[Rule], discovered: Sequence[Device] | None) -> list[Finding]:
+    """Devices with castwall's UDP rule that lack a rule for a chosen app (not seen when the app was chosen)."""
+    out = []
+    moved = {d.uuid for d in discovered or () if any(r.owner == d.uuid and r.is_dial and r.ip != d.ip for r in owned)}
+    for r in owned:
+        if not r.is_dial or r.owner in moved:
+            continue
+        have = {apps.purpose(o, state.apps) for o in owned if o.owner == r.owner and o.ip == r.ip}
+        for c in state.apps:
+            if c.name not in have:
+                out.append(Finding("app-missing", f"{_name(state, r.owner)} ({r.ip}) has no rule for {c.name} yet: "
+                                                  "run 'sudo castwall setup'"))
+    return out
+
+
+def _job(rule: Rule, state: State) -> str:
+    job = apps.purpose(rule, state.apps)
+    return "UDP rule" if job == "dial" else f"{job or 'TCP'} rule"
 
 
 def _name(state: State, uuid: str | None) -> str:

@@ -7,7 +7,8 @@ from typing import Mapping, Sequence
 
 from castwall import __version__
 from castwall.hints import Hints, plain_rows
-from castwall.model import Device, Kind, Plan, PortRange, Rule, State, Step
+from castwall import apps
+from castwall.model import AppChoice, Device, Kind, Plan, PortRange, Rule, State, Step
 from castwall.planner import Finding
 from castwall.sanitize import safe_text
 from castwall.announcement import Rejected
@@ -112,21 +113,29 @@ def allowed_summary(plan: Plan) -> str:
     rules = plan.wanted_rules()
     if not rules:
         return "castwall's rules let in no address."
-    return f"castwall's rules let in UDP from {len(rules)} address(es): " + ", ".join(str(r.ip) for r in rules) + "."
+    ips = list(dict.fromkeys(str(r.ip) for r in rules))
+    apps_part = f", and TCP for {', '.join(c.name for c in plan.apps)}" if plan.apps else ""
+    return f"castwall's rules let in UDP{apps_part} from {len(ips)} address(es): " + ", ".join(ips) + "."
 
 
 def allowed_list(plan: Plan, known: Sequence[Device] = ()) -> str:
-    """Every address castwall's rules let in once the plan has run, and whose it is."""
+    """Every address and port castwall's rules let in once the plan has run, and whose it is."""
     rules = plan.wanted_rules()
     if not rules:
         return "Afterwards castwall's rules let in no address."
     names = {d.uuid: d.name for d in known}
     names.update({d.uuid: d.name for d in plan.devices})
-    lines = [f"Afterwards castwall's rules let in UDP from exactly these {len(rules)} address(es):"]
+    ips = list(dict.fromkeys(r.ip for r in rules))
+    lines = [f"Afterwards castwall's rules let in exactly these {len(ips)} address(es), to these ports of this computer:"]
     for r in rules:
         owner = safe_text(names.get(r.owner or "", f"device {r.owner}"))
+        job = apps.purpose(r, plan.apps)
+        what = "" if job == "dial" else f" ({job or 'an app no longer chosen'})"
         note = " (not seen now; its rule is left as it was)" if r in plan.untouched else ""
-        lines.append(f"  {str(r.ip):<15}  ports {r.ports}  {owner}{note}")
+        lines.append(f"  {str(r.ip):<15}  {r.traffic:<28}  {owner}{what}{note}")
+    broad = [c for c in plan.apps if c.name == apps.TCP_RANGE]
+    for c in broad:
+        lines.append(f"  note: {apps.choice_text(c)}")
     return "\n".join(lines)
 
 
@@ -140,10 +149,12 @@ def steps_text(steps: Sequence[Step]) -> str:
 def status_rows(state: State | None, discovered: Sequence[Device] | None, rules: Sequence[Rule]) -> list[list[str]]:
     known: dict[str, Device] = {d.uuid: d for d in (state.devices if state else ())}
     seen = {d.uuid: d for d in discovered or ()}
+    chosen = state.apps if state else ()
     rows = []
     for uuid in sorted(known.keys() | seen.keys(), key=lambda u: (seen.get(u) or known[u]).name.casefold()):
         d = seen.get(uuid) or known[uuid]
-        rule = next((r for r in rules if r.owner == uuid), None) or next((r for r in rules if r.ip == d.ip), None)
+        dial = [r for r in rules if r.is_dial]
+        rule = next((r for r in dial if r.owner == uuid), None) or next((r for r in dial if r.ip == d.ip), None)
         if rule is None:
             allowed = "no rule"
         elif rule.ip != d.ip:
@@ -152,12 +163,13 @@ def status_rows(state: State | None, discovered: Sequence[Device] | None, rules:
             allowed = f"your rule {rule.ports}"
         else:
             allowed = f"allowed {rule.ports}"
+        reach = sorted({apps.purpose(r, chosen) or "tcp" for r in rules if r.owner == uuid and not r.is_dial and r.ip == d.ip})
         if uuid in seen:
             where = f"seen ({seen[uuid].found_by_text})" if seen[uuid].found_by else "seen"
         else:
             where = "not seen" if discovered is not None else "recorded"
         mac = d.mac or (known[uuid].mac if uuid in known else None) or "-"
-        rows.append([safe_text(d.name), d.kind.value, str(d.ip), mac, allowed, where])
+        rows.append([safe_text(d.name), d.kind.value, str(d.ip), mac, allowed, ", ".join(reach) or "-", where])
     return rows
 
 
@@ -175,11 +187,13 @@ def status_text(
         f"Port range:  {port_range}",
         f"Firewall:    {UFW_WORDS.get(ufw, ufw)}",
         f"State file:  {state_path}" + (f" (written {state.written})" if state and state.written else " (none yet)" if state is None else ""),
-        "",
     ]
+    if state and state.apps:
+        out.append("Apps:        " + "; ".join(apps.choice_text(c) for c in state.apps))
+    out.append("")
     rows = status_rows(state, discovered, rules)
     if rows:
-        out.append(table(["NAME", "KIND", "ADDRESS", "MAC", "FIREWALL", "LAN"], rows))
+        out.append(table(["NAME", "KIND", "ADDRESS", "MAC", "FIREWALL", "APPS", "LAN"], rows))
     else:
         out.append("No Cast devices known or seen.")
     attention = [f for f in findings if f.attention]
@@ -256,8 +270,15 @@ def rejected_json(r: Rejected) -> dict:
     return {"via": "mdns", "instance": r.instance, "reason": r.reason}
 
 
-def rule_json(r: Rule) -> dict:
-    return {"ip": str(r.ip), "ports": [r.ports.low, r.ports.high], "owner": r.owner, "comment": r.comment}
+def rule_json(r: Rule, chosen: Sequence[AppChoice] = ()) -> dict:
+    return {"ip": str(r.ip), "proto": r.proto, "ports": [r.ports.low, r.ports.high], "app": r.app,
+            "for": apps.purpose(r, chosen), "owner": r.owner, "comment": r.comment}
+
+
+def app_json(c: AppChoice) -> dict:
+    app = apps.BY_NAME.get(c.name)
+    return {"name": c.name, "proto": "tcp", "ports": [c.ports.low, c.ports.high], "profile": app.profile if app else None,
+            "default_ports": None if app is None or app.ports is None else [app.ports.low, app.ports.high]}
 
 
 def verdict_json(v: Verdict, refused: str | None = None) -> dict:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 
+from castwall import apps
 from castwall.errors import BadData
-from castwall.model import Device, Kind, PortRange, Rule, State
+from castwall.model import AppChoice, Device, Kind, PortRange, Rule, State
 from castwall.sanitize import safe_text
 
 FORMAT = "castwall-state"
-VERSION = 1
+VERSION = 2  # 2: rules carry proto and app; the chosen sender apps (version 1 is still read)
 
 
 def device_json(d: Device) -> dict:
@@ -30,7 +31,11 @@ def device_json(d: Device) -> dict:
 
 
 def _rule_json(r: Rule) -> dict:
-    return {"ip": str(r.ip), "ports": [r.ports.low, r.ports.high], "owner": r.owner}
+    return {"ip": str(r.ip), "proto": r.proto, "ports": [r.ports.low, r.ports.high], "app": r.app, "owner": r.owner}
+
+
+def app_json(c: AppChoice) -> dict:
+    return {"name": c.name, "ports": [c.ports.low, c.ports.high]}
 
 
 def dump_state(state: State) -> str:
@@ -41,6 +46,7 @@ def dump_state(state: State) -> str:
         "port_range": None if state.port_range is None else [state.port_range.low, state.port_range.high],
         "devices": [device_json(d) for d in state.devices],
         "rules": [_rule_json(r) for r in state.rules],
+        "apps": [app_json(c) for c in state.apps],
     }
     return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
 
@@ -68,7 +74,16 @@ def _device(item: dict) -> Device:
 
 
 def _rule(item: dict) -> Rule:
-    return Rule(ipaddress.ip_address(item["ip"]), _ports(item["ports"]), item["owner"])
+    proto, app = item.get("proto", "udp"), item.get("app")
+    if not isinstance(proto, str) or not (app is None or isinstance(app, str)):
+        raise ValueError("proto and app must be strings")
+    return Rule(ipaddress.ip_address(item["ip"]), _ports(item["ports"]), item["owner"], proto=proto, app=app)
+
+
+def _app(item: dict) -> AppChoice:
+    if item.get("name") not in apps.BY_NAME and item.get("name") != apps.TCP_RANGE:
+        raise ValueError(f"no app called {item.get('name')!r} in castwall's catalogue")
+    return AppChoice(item["name"], _ports(item["ports"]))
 
 
 def load_state(text: str, source: str = "state file") -> State:
@@ -92,9 +107,12 @@ def load_state(text: str, source: str = "state file") -> State:
         port_range = None if doc.get("port_range") is None else _ports(doc["port_range"])
         devices = tuple(_device(d) for d in doc.get("devices", []))
         rules = tuple(_rule(r) for r in doc.get("rules", []))
+        chosen = tuple(_app(a) for a in doc.get("apps", []))
+        if len({a.name for a in chosen}) != len(chosen):
+            raise ValueError("an app is listed twice")
         written = doc.get("written")
         if written is not None and not isinstance(written, str):
             raise ValueError("written must be a string")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadData(f"{source} holds an invalid entry: {safe_text(exc, 120)}") from None
-    return State(port_range=port_range, devices=devices, rules=rules, written=written)
+    return State(port_range=port_range, devices=devices, rules=rules, written=written, apps=chosen)

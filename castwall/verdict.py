@@ -84,7 +84,7 @@ def judge(
     """
     mdns = "mdns" in device.found_by
     ways = tuple(w for w, ok in (("mDNS", mdns), ("DIAL", dial == DIAL_OK)) if ok)
-    rule = next((r for r in rules if r.ip == device.ip), None)
+    rule = next((r for r in rules if r.ip == device.ip and r.is_dial), None)
     allowed = rule is not None and rule.ports == port_range
     problem = fix = note = None
     if not ways:

@@ -55,7 +55,7 @@ def test_failing_undo_names_exactly_what_remains():
     ufw = FakeUfw(lines=list(before), fail_calls={3, 5})
     with pytest.raises(FirewallInconsistent) as err:
         run_transaction(UfwFirewall(ufw), steps)
-    assert "still allowed (added by this run): 192.168.77.101 port 32768:60999" in err.value.message
+    assert "still allowed (added by this run): UDP 32768:60999 from 192.168.77.101" in err.value.message
     assert "192.168.77.102" not in err.value.message
     assert ufw.castwall_lines() == [ufw._line(rule(1).ufw_add_args())]
 

@@ -78,7 +78,7 @@ def test_setup_writes_one_tagged_rule_per_device_and_saves_state(lan):
     state_file = lan.paths.state_file
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o644
     doc = json.loads(state_file.read_text())
-    assert doc["version"] == 1 and len(doc["rules"]) == 2 and {d["name"] for d in doc["devices"]} >= {"Whole House"}
+    assert doc["version"] == 2 and len(doc["rules"]) == 2 and {d["name"] for d in doc["devices"]} >= {"Whole House"}
 
     again = run(lan, "setup", "--yes")
     assert again.exit_code == 0 and "Nothing to change" in again.output
@@ -265,7 +265,7 @@ def test_a_killed_run_is_noticed_and_reconciled(lan):
     status = run(lan, "status")
     assert status.exit_code == ExitCode.ATTENTION and "does not record (an interrupted run?)" in status.output
     setup = run(lan, "setup", "--yes")
-    assert setup.exit_code == 0 and "does not record (an interrupted run?): 192.168.77.103" in setup.output
+    assert setup.exit_code == 0 and "does not record (an interrupted run?): UDP 32768:60999 from 192.168.77.103" in setup.output
     assert lan.paths.state_file.read_text() != recorded
     assert "192.168.77.103" in lan.paths.state_file.read_text()
     assert run(lan, "status").exit_code == ExitCode.ATTENTION  # its device is not on the LAN: reported, not deleted

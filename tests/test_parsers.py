@@ -72,7 +72,7 @@ def test_ufw_show_added_finds_castwall_rules_and_the_users_lookalike():
 
 
 def test_ufw_line_tagged_castwall_but_of_another_shape_is_reported_not_owned():
-    text = "ufw allow from 192.168.77.9 to any port 8009 proto tcp comment 'castwall:1d19441f-de2a-5a8b-dbeb-dcaae5ab99cb'\n"
+    text = "ufw allow from 192.168.77.9 to any port 8009 comment 'castwall:1d19441f-de2a-5a8b-dbeb-dcaae5ab99cb'\n"
     rules = parse_show_added(text)
     assert rules.rules == () and len(rules.odd_tagged) == 1
 

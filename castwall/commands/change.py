@@ -67,8 +67,8 @@ def drift(recorded: State | None, owned: Sequence[Rule]) -> list[str]:
     out = []
     if extra and recorded is not None:
         out.append(f"ufw holds {len(extra)} castwall rule(s) the state file does not record (an interrupted run?): "
-                   + ", ".join(f"{r.ip} port {r.ports}" for r in sorted(extra, key=Rule.sort_key)) + "; castwall takes them into account")
+                   + ", ".join(f"{r.traffic} from {r.ip}" for r in sorted(extra, key=Rule.sort_key)) + "; castwall takes them into account")
     if gone:
         out.append(f"{len(gone)} rule(s) recorded in the state file are no longer in ufw: "
-                   + ", ".join(f"{r.ip} port {r.ports}" for r in sorted(gone, key=Rule.sort_key)))
+                   + ", ".join(f"{r.traffic} from {r.ip}" for r in sorted(gone, key=Rule.sort_key)))
     return out

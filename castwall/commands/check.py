@@ -43,7 +43,7 @@ def candidates(survey: Survey, state: State | None, rules: Sequence[Rule]) -> tu
     looked for.
     """
     seen = {d.uuid for d in survey.devices}
-    approved = {r.owner for r in rules if r.owner} | {r.ip for r in rules}
+    approved = {r.owner for r in rules if r.owner} | {r.ip for r in rules if r.is_dial}
     pool = survey.devices + [d for d in (state.devices if state else ()) if d.uuid not in seen and d.uuid in approved]
     left_out = [d for d in pool if d.uuid in survey.refused and not d.contested
                 and d.uuid not in approved and d.ip not in approved]

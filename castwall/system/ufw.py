@@ -8,13 +8,14 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from castwall import apps
 from castwall.apply import undo_each
 from castwall.errors import MissingTool, NeedRoot, ToolFailed
 from castwall.model import TAG_PREFIX, Action, PortRange, Rule, Step, canonical_uuid
 from castwall.system.runner import Runner, missing_tool_message
 
 _TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]{32,36})$")
-_KEYWORDS = {"from", "to", "port", "proto", "comment"}
+_KEYWORDS = {"from", "to", "port", "proto", "comment", "app"}
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,10 @@ class RuleSet:
 def parse_rule_line(line: str) -> Rule | str | None:
     """Parse one `ufw show added` line.
 
-    Returns a Rule for a UDP-from-address-to-port(s) allow rule, the line
-    itself when it carries a castwall tag but another shape, else None.
+    Returns a Rule for an allow rule from one address to a UDP or TCP port
+    (or range) of this computer, or to one of castwall's application
+    profiles; the line itself when it carries a castwall tag but another
+    shape; else None.
     """
     try:
         tokens = shlex.split(line)
@@ -53,12 +56,21 @@ def parse_rule_line(line: str) -> Rule | str | None:
         if key not in _KEYWORDS or key in fields:
             return odd
         fields[key] = value
-    if fields.get("proto") != "udp" or fields.get("to") != "any" or "from" not in fields:
+    if fields.get("to") != "any" or "from" not in fields:
         return odd
     try:
         ip = ipaddress.ip_address(fields["from"])
-        low, _, high = fields.get("port", "").partition(":")
-        ports = PortRange(int(low), int(high or low))
+        if "app" in fields:
+            app = apps.by_profile(fields["app"])
+            if app is None or "proto" in fields or "port" in fields:
+                return odd
+            proto, ports, profile = "tcp", app.ports, app.profile
+        else:
+            proto, profile = fields.get("proto"), None
+            if proto not in ("udp", "tcp"):
+                return odd
+            low, _, high = fields.get("port", "").partition(":")
+            ports = PortRange(int(low), int(high or low))
     except ValueError:
         return odd
     owner = None
@@ -71,7 +83,7 @@ def parse_rule_line(line: str) -> Rule | str | None:
                 owner = canonical_uuid(match.group(1))
             except ValueError:
                 return odd
-    return Rule(ip, ports, owner)
+    return Rule(ip, ports, owner, proto=proto, app=profile)
 
 
 def _ipv6_only(line: str) -> bool:
