@@ -114,8 +114,8 @@ def parse_choice(value: str) -> AppChoice:
         return AppChoice(app.name, _parse_ports(ports.strip(), f"--app {value}"))
     if app.ports is None:
         fix = (f"start it with {app.option} and give castwall the same port: --app {app.name}=PORT" if app.option
-               else f"it has no option to fix the port, so castwall cannot open it narrowly "
-                    f"(--app tcp-range=LOW:HIGH opens a range of your choice to the devices)")
+               else "it has no option to fix the port, so castwall cannot open it narrowly "
+                    "(--app tcp-range=LOW:HIGH opens a range of your choice to the devices)")
         raise AppError(f"--app {app.name}: {app.title} serves media on a random port; {fix}")
     return AppChoice(app.name, app.ports)
 

@@ -153,12 +153,61 @@ class AddressType(click.ParamType):
             self.fail(f"{value!r} is not an IP address", param, ctx)
 
 
+class AppType(click.ParamType):
+    """A sender app for --app: NAME, NAME=PORT, NAME=LOW:HIGH or tcp-range=LOW:HIGH."""
+
+    name = "app"
+
+    def convert(self, value, param, ctx):
+        from castwall import apps
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return apps.parse_choice(value)
+        except apps.AppError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from castwall import apps
+
+        names = [a.name for a in apps.CATALOGUE if a.ports is not None] + [apps.TCP_RANGE + "="]
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+class AppNameType(click.ParamType):
+    """An app name for remove --app: one of the catalogue's, or tcp-range."""
+
+    name = "app"
+
+    def convert(self, value, param, ctx):
+        from castwall import apps
+
+        name = value.strip().lower()
+        if name not in apps.BY_NAME and name != apps.TCP_RANGE:
+            self.fail(f"no app called {value!r}; 'castwall apps' lists them", param, ctx)
+        return name
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from castwall import apps
+
+        return [CompletionItem(n) for n in [a.name for a in apps.CATALOGUE] + [apps.TCP_RANGE] if n.startswith(incomplete)]
+
+
 @cli.command()
 @yes_option
 @dry_run_option
 @device_option
 @timeout_option
 @interface_option
+@click.option("--app", "app_choices", multiple=True, type=AppType(), metavar="NAME[=PORT|=LOW:HIGH]",
+              help="Also let each device fetch media from this sender app (repeatable; 'castwall apps' lists them): "
+                   "TCP from the device to the app's ports. NAME=PORT when you run the app on another port; "
+                   "tcp-range=LOW:HIGH opens a TCP range of your choice.")
 @click.option("--allow-routed", is_flag=True,
               help="Also allow devices reached through a router (not on a subnet of this computer).")
 @click.option("--allow-public", is_flag=True, help="Also allow devices with public (globally routed) addresses.")
@@ -179,6 +228,7 @@ def setup(
     allow_public: bool,
     contested: tuple[Address, ...],
     reserve: str | None,
+    app_choices: tuple,
 ) -> None:
     """Allow each Cast device through ufw (needs root unless --dry-run).
 
@@ -199,10 +249,17 @@ def setup(
     rule to /etc/dnsmasq.d/castwall.conf (its own file; no other is touched),
     checks it with 'dnsmasq --test' before putting it in place and restarts
     dnsmasq, all in the same transaction as the ufw changes.
+
+    With --app (sender apps such as VLC or catt, which serve the media
+    themselves), every device that gets a rule also gets TCP from its address
+    to exactly that app's ports, written through castwall's ufw application
+    profile (castwall-NAME) where it is installed, else as a plain port rule.
+    The apps are kept in the state file: a later setup gives them to new and
+    moved devices too, until 'castwall remove --app NAME'.
     """
     from castwall.commands.setup import run
 
-    run(svc, yes, dry_run, selectors, timeout, interfaces, allow_routed, allow_public, contested, reserve)
+    run(svc, yes, dry_run, selectors, timeout, interfaces, allow_routed, allow_public, contested, reserve, app_choices)
 
 
 @cli.command()
@@ -260,19 +317,44 @@ def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...]
 
 @cli.command()
 @device_option
+@click.option("--app", "app_names", multiple=True, type=AppNameType(), metavar="NAME",
+              help="Withdraw this sender app: its rules on every device, and it is no longer chosen (repeatable).")
 @click.option("--all", "remove_all", is_flag=True, help="Remove every rule castwall set up.")
 @yes_option
 @dry_run_option
 @click.pass_obj
-def remove(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, dry_run: bool) -> None:
-    """Delete castwall's ufw rules: all of them, or those of some devices.
+def remove(svc: Services, selectors: tuple[str, ...], app_names: tuple[str, ...], remove_all: bool, yes: bool,
+           dry_run: bool) -> None:
+    """Delete castwall's ufw rules: all of them, those of some devices, or those of a sender app.
 
     Only rules tagged as castwall's are ever deleted; your own ufw rules stay
-    as they are. Shows the rules first and asks before deleting.
+    as they are. Shows the rules first and asks before deleting. --app NAME
+    deletes that app's rules from every device and drops the app from the
+    apps a later setup gives the devices; --device takes all of a device's
+    rules away.
     """
     from castwall.commands.remove import run
 
-    run(svc, selectors, remove_all, yes, dry_run)
+    run(svc, selectors, remove_all, yes, dry_run, app_names)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+@click.pass_obj
+def apps(svc: Services, as_json: bool) -> None:
+    """List the sender apps castwall knows, and their ports (no root needed).
+
+    Apps that cast a file (VLC, catt, mkchromecast, ...) serve the media
+    themselves: the Cast device connects back to a TCP port of this computer.
+    For each app: the ports, where they come from, the app's own option that
+    sets the port, castwall's ufw profile for it and whether it is installed,
+    and whether setup --app chose it. An app that picks a random port gets no
+    rule until you fix its port with that option and give castwall the same
+    port (--app NAME=PORT).
+    """
+    from castwall.commands.apps import run
+
+    run(svc, as_json)
 
 
 class FormatType(click.ParamType):

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 from castwall import __version__
 from castwall.hints import Hints, plain_rows
 from castwall import apps
-from castwall.model import AppChoice, Device, Kind, Plan, PortRange, Rule, State, Step
+from castwall.model import AppChoice, Device, Kind, Plan, PortRange, Rule, State, Step, port_text
 from castwall.planner import Finding
 from castwall.sanitize import safe_text
 from castwall.announcement import Rejected
@@ -137,6 +137,28 @@ def allowed_list(plan: Plan, known: Sequence[Device] = ()) -> str:
     for c in broad:
         lines.append(f"  note: {apps.choice_text(c)}")
     return "\n".join(lines)
+
+
+def apps_section(plan: Plan, given: Sequence[AppChoice] = (), scoped: bool = False) -> str:
+    """The sender apps of a setup plan: the TCP ports each device gets, and how ufw names them."""
+    rules = plan.wanted_rules()
+    out = [f"Sender apps ({len(plan.apps)}): each device with a rule also gets TCP from its address to these ports:"]
+    rows = []
+    for c in plan.apps:
+        written = [r for r in rules if not r.is_dial and apps.purpose(r, plan.apps) == c.name]
+        if not written:
+            how = "no device gets it in this run"
+        elif all(r.app for r in written):
+            how = f"through ufw's app profile {written[0].app}"
+        else:
+            how = "as a plain port rule" + ("" if apps.is_default(c) or c.name == apps.TCP_RANGE else " (not the app's usual port)")
+        rows.append([c.name, f"TCP {port_text(c.ports)}", how])
+    out.extend("  " + line for line in table(["APP", "PORTS", "WRITTEN"], rows).splitlines()[1:])
+    out.extend(f"  note: {apps.choice_text(c)}" for c in plan.apps if c.name == apps.TCP_RANGE)
+    new = [c.name for c in given]
+    if scoped and new:
+        out.append(f"  note: {', '.join(new)} stay(s) chosen: a later setup without --device gives them to every device")
+    return "\n".join(out)
 
 
 def steps_text(steps: Sequence[Step]) -> str:

@@ -107,19 +107,24 @@ class FakeUfw:
         self.lines.append(line)
         return Completed(argv, 0, "Rule added\n" if self.active else "Rules updated\n", "")
 
-    # Only castwall's shape is needed: allow proto udp from IP to any port P [comment C]
+    # Only castwall's shapes are needed: allow proto udp|tcp from IP to any port P [comment C], and
+    # allow from IP to any app NAME [comment C], printed back as ufw 0.36.2 prints them.
     @staticmethod
     def _key(args: Sequence[str]) -> tuple:
         words = list(args)
         if "comment" in words:
             words = words[: words.index("comment")]
         fields = dict(zip(words[1::2], words[2::2])) if words and words[0] == "allow" else {}
-        return (words[0] if words else "", fields.get("proto"), fields.get("from"), fields.get("to"), fields.get("port"))
+        return (words[0] if words else "", fields.get("proto"), fields.get("from"), fields.get("to"), fields.get("port"),
+                fields.get("app"))
 
     @staticmethod
     def _line(args: Sequence[str]) -> str:
         fields = dict(zip(args[1::2], args[2::2]))
-        line = f"ufw allow from {fields['from']} to any port {fields['port']} proto udp"
+        if "app" in fields:
+            line = f"ufw allow from {fields['from']} to any app {fields['app']}"
+        else:
+            line = f"ufw allow from {fields['from']} to any port {fields['port']} proto {fields['proto']}"
         return line + (f" comment '{fields['comment']}'" if "comment" in fields else "")
 
     @staticmethod
@@ -130,7 +135,7 @@ class FakeUfw:
         out = [words[0]]
         rest = words[1:]
         pairs = dict(zip(rest[::2], rest[1::2]))
-        for key in ("proto", "from", "to", "port", "comment"):
+        for key in ("proto", "from", "to", "port", "app", "comment"):
             if key in pairs:
                 out += [key, pairs[key]]
         return tuple(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import click
 
@@ -16,11 +17,15 @@ from castwall.planner import select_rules_to_remove
 from castwall.system import host
 
 
-def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, dry_run: bool) -> None:
-    if not selectors and not remove_all:
-        raise UsageError("say what to remove: --device NAME|UUID (repeatable) or --all")
-    if selectors and remove_all:
-        raise UsageError("--all and --device cannot be used together")
+def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, dry_run: bool,
+        app_names: tuple[str, ...] = ()) -> None:
+    if not selectors and not remove_all and not app_names:
+        raise UsageError("say what to remove: --device NAME|UUID, --app NAME (both repeatable) or --all")
+    if remove_all and (selectors or app_names):
+        raise UsageError("--all removes everything; it cannot be combined with --device or --app")
+    if selectors and app_names:
+        raise UsageError("--app withdraws an app from every device, and --device takes all of a device's rules away: "
+                         "use one of them")
     root, firewall = firewall_for(svc, dry_run, "remove changes the firewall and needs root: "
                                "run 'sudo castwall remove' (or add --dry-run)")
     recorded, problem = host.read_state(svc.paths.state_file)
@@ -37,9 +42,10 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
         else:
             owned, order = tuple(r for r in state.rules if r.owner), ()
             warn("not root: castwall's rules were taken from the state file, not read from ufw")
-        steps, unmatched = select_rules_to_remove(owned, state.devices, selectors)
+        steps, unmatched = select_rules_to_remove(owned, state.devices, selectors, app_names, state.apps)
         if unmatched:
             raise NotFound(f"castwall has no rule for {', '.join(repr(s) for s in unmatched)}")
+        chosen = () if remove_all else tuple(c for c in state.apps if c.name not in app_names)
         dns = svc.dnsmasq()
         removed = {s.rule for s in steps}
         staying = {r.owner for r in owned if r not in removed}
@@ -47,6 +53,11 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
         if change is not None and change.empty:
             change = None
         if not steps and change is None:
+            if app_names and chosen != state.apps and not dry_run:
+                with_apps = replace(state, apps=chosen, written=timestamp(svc))
+                save_state(svc, with_apps, problem)
+                click.echo(f"No device had a rule for {', '.join(app_names)}; no longer chosen, so setup gives it to none.")
+                return
             click.echo("castwall has no rules in ufw; nothing to remove.")
             return
         if steps:
@@ -72,7 +83,7 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
             devices = tuple(d for d in state.devices if d.uuid in owners)
             rules = tuple(sorted(remaining, key=Rule.sort_key))
             with dns.applied(change, unit, progress) if change else contextlib.nullcontext():
-                save_state(svc, State(state.port_range, devices, rules, timestamp(svc)), problem)
+                save_state(svc, State(state.port_range, devices, rules, timestamp(svc), chosen), problem)
 
         if change:
             dns.stage(change)
@@ -82,5 +93,6 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
                 run_transaction(firewall, placed(steps, order), finish=finish, interrupted=interrupted, progress=progress)
         finally:
             dns.discard()
-        click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched."
+        withdrawn = f" {', '.join(app_names)} no longer chosen: setup gives it to no device." if app_names else ""
+        click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched.{withdrawn}"
                    + (f" {done_text(0, change)}" if change else ""))

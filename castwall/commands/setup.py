@@ -7,17 +7,19 @@ from typing import TYPE_CHECKING, Sequence
 
 import click
 
+from castwall import apps
 from castwall import hints as hintlib
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, placed, run_transaction
 from castwall.commands.change import confirm, done_text, drift, firewall_for, save_state, timestamp
-from castwall.commands.services import Services, not_root_hint, progress, warn
+from castwall.commands.services import Services, not_root_hint, note, progress, warn
 from castwall.commands.survey import show_rejected, take_survey
-from castwall.errors import NotFound
-from castwall.model import Address, Rule, State
+from castwall.errors import NotFound, UsageError
+from castwall.model import Address, AppChoice, Rule, State
 from castwall.planner import Trust, next_state, plan_setup, select_devices
 from castwall.system import host
 from castwall.system.sysctl import read_port_range
+from castwall.system.ufw import installed_profiles
 
 if TYPE_CHECKING:
     from castwall.system.dnsmasq import Change, Dnsmasq
@@ -34,6 +36,7 @@ def run(
     allow_public: bool,
     contested: tuple[Address, ...],
     reserve: str | None,
+    given: Sequence[AppChoice] = (),
 ) -> None:
     root, firewall = firewall_for(svc, dry_run, "setup changes the firewall and needs root: "
                                "run 'sudo castwall setup' (or add --dry-run to only see the plan)")
@@ -43,6 +46,15 @@ def run(
     previous, problem = host.read_state(svc.paths.state_file)
     if problem:
         warn(f"{problem}; castwall rebuilds it from its tagged rules in ufw" + (", keeping the old file as a copy" if not dry_run else ""))
+    try:
+        chosen = apps.merge(previous.apps if previous else (), given)
+    except apps.AppError as exc:
+        raise UsageError(str(exc)) from None
+    profiles: frozenset[str] = frozenset()
+    if chosen:
+        profiles, profile_note = installed_profiles(svc.paths.ufw_profiles)
+        if profile_note and any(apps.is_default(c) for c in chosen):
+            note(profile_note)
     trust = Trust(routed=allow_routed, public=allow_public, contested=frozenset(contested))
     survey = take_survey(svc, interfaces, timeout, root, known=previous, trust=trust, check_claims=root)
     show_rejected(survey)
@@ -55,7 +67,8 @@ def run(
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
 
     def planned(rules: Sequence[Rule]):
-        return plan_setup(devices, port_range, rules, scope=scope, refused=survey.refused, accepted=trust.contested)
+        return plan_setup(devices, port_range, rules, scope=scope, refused=survey.refused, accepted=trust.contested,
+                          chosen=chosen, profiles=profiles)
 
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
@@ -72,15 +85,17 @@ def run(
         plan = planned(current)
         found = hintlib.collect(plan.devices, survey.networks, survey.refused)
         change = _reservations(dns, plan, previous, survey.networks) if dns else None
+        extra = [render.apps_section(plan, given, scope is not None)] if chosen else []
+        extra += [change.describe()] if change else []
         click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else (),
-                                    hints=found, extra=[change.describe()] if change else ()))
+                                    hints=found, extra=extra))
         if dry_run:
             click.echo("\nDry run: nothing was changed.")
             return
 
         def save(rules: Sequence[Rule]) -> None:
             owned = [r for r in rules if r.owner]
-            save_state(svc, next_state(previous, plan.devices, owned, port_range, timestamp(svc)), problem)
+            save_state(svc, next_state(previous, plan.devices, owned, port_range, timestamp(svc), chosen), problem)
 
         if not plan.empty or (change and not change.empty):
             if not yes:

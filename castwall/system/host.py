@@ -30,6 +30,7 @@ class Paths:
     port_range: Path = PORT_RANGE_PATH
     arp: Path = ARP_PATH
     dnsmasq_dir: Path = Path("/etc/dnsmasq.d")
+    ufw_profiles: Path = Path("/etc/ufw/applications.d/castwall")  # castwall's ufw application profiles (the .deb ships them)
 
     @property
     def state_file(self) -> Path:

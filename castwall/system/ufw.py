@@ -6,6 +6,7 @@ import ipaddress
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from castwall import apps
@@ -84,6 +85,29 @@ def parse_rule_line(line: str) -> Rule | str | None:
             except ValueError:
                 return odd
     return Rule(ip, ports, owner, proto=proto, app=profile)
+
+
+def installed_profiles(path: Path) -> tuple[frozenset[str], str | None]:
+    """castwall's ufw application profiles that ufw has as castwall ships them, and why some cannot be used.
+
+    Apps without a usable profile get plain port rules: the same ports, only
+    without the app's name in `ufw status`.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return frozenset(), (f"castwall's ufw application profiles are not installed ({path}; the .deb ships them, "
+                             "pip cannot): app rules are written as plain port rules")
+    except (OSError, UnicodeDecodeError) as exc:
+        return frozenset(), f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}): app rules are written as plain port rules"
+    try:
+        found = apps.read_profiles(text)
+    except ValueError as exc:
+        return frozenset(), f"{path} is {exc}: app rules are written as plain port rules"
+    changed = [a.name for a in apps.CATALOGUE if a.profile and a.profile not in found]
+    note = (f"{path} lacks castwall's profile (or has it changed) for {', '.join(changed)}: "
+            "those apps get plain port rules") if changed else None
+    return frozenset(found), note
 
 
 def _ipv6_only(line: str) -> bool:

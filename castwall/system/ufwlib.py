@@ -63,6 +63,8 @@ def _import_ufw():
               and hasattr(backend.UFWBackendIptables, "_read_rules")
               and hasattr(backend.UFWBackendIptables, "_reload_user_rules")
               and "allow_reload" in backend.UFWBackendIptables.set_rule.__code__.co_varnames
+              and hasattr(backend.UFWBackendIptables, "get_app_rules_from_system")
+              and hasattr(backend.UFWBackendIptables, "get_app_rules_from_template")
               and hasattr(util, "create_lock"))
     if not needed:
         raise Unavailable("this ufw's Python library lacks the functions castwall uses (ufw 0.36 has them)")
@@ -234,10 +236,27 @@ class UfwLibrary:
         if iptype == "v6" and not backend.use_ipv6():
             raise ToolFailed(f"'{what}' failed: IPv6 is disabled in ufw's configuration")
         rule.set_v6(iptype == "v6")
-        message = str(self._call(what, backend.set_rule, rule, False))
+        messages = [str(self._call(what, backend.set_rule, r, False)) for r in self._expanded(what, rule)]
+        message = "\n".join(messages) if messages else "Could not delete non-existent rule"
         if SKIPPED_RELOAD in message:
             self._reload = True
         return outcome(step, message.replace(SKIPPED_RELOAD, "").strip(), message)
+
+    def _expanded(self, what: str, rule) -> list:
+        """The rules ufw stores for one: an app rule is one per port entry of its profile, as `ufw` makes them."""
+        if not rule.dapp:
+            return [rule]
+        backend = self._ui.backend
+        if not rule.remove:
+            return list(self._call(what, backend.get_app_rules_from_template, rule))
+        out = []
+        for stored in self._call(what, backend.get_app_rules_from_system, rule, rule.v6):
+            r = stored.dup_rule()
+            r.remove = True
+            r.set_action(rule.action)
+            r.set_logtype(rule.logtype)
+            out.append(r)
+        return out
 
     def commit(self) -> None:
         """Make the files live: one reload, when a delete or an insert needs it."""
