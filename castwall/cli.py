@@ -293,8 +293,13 @@ def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout
 @interface_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
 @timeout_option
+@click.option("--app", "app", type=AppType(), default=None, metavar="NAME[=PORT|=LOW:HIGH]",
+              help="Instead, prove that one --device can fetch media from this sender app: it plays a test sound "
+                   "served on the app's port (needs pychromecast; asks first).")
+@yes_option
 @click.pass_obj
-def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float) -> None:
+def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float,
+          app, yes: bool) -> None:
     """Measure whether Chrome can find and reach each device (no root needed).
 
     castwall changes nothing. For every device seen now or set up before, it measures what Chrome
@@ -309,10 +314,17 @@ def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...]
     and nobody approved is listed as not checked. Exits 0 when Chrome can
     find and reach every device, 3 otherwise, 9 when no device is seen or
     known.
+
+    With --app NAME --device D it proves instead, end to end, the path a
+    sender app needs: castwall serves one second of silence on the app's
+    port, asks the device over the Cast protocol to play it, and reports
+    whether the device's own connection arrived (exit 0) or not (exit 3,
+    with the fix). It needs pychromecast (python3-pychromecast) and asks
+    before it plays anything, unless --yes.
     """
     from castwall.commands.check import run
 
-    run(svc, selectors, interfaces, as_json, timeout)
+    run(svc, selectors, interfaces, as_json, timeout, app, yes)
 
 
 @cli.command()

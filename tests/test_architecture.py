@@ -24,10 +24,14 @@ def users_of(prefix: str) -> set[str]:
     return {m for m, names in modules().items() if any(n == prefix or n.startswith(prefix + ".") for n in names)}
 
 
-def test_only_discovery_touches_mdns_and_nothing_uses_pychromecast():
+def test_only_discovery_touches_mdns_and_pychromecast_only_serves_check_app():
     assert users_of("zeroconf") == {"castwall.system.discovery"}
-    # castwall reads announcements itself (castwall.announcement): see the README's security model
-    assert users_of("pychromecast") == set()
+    # castwall reads announcements itself (castwall.announcement): see the README's security model.
+    # pychromecast speaks the Cast protocol for check --app alone, imported when that runs.
+    assert users_of("pychromecast") == {"castwall.system.cast_sender"}
+    mentions = {m for m in modules() if "cast_sender" in (PKG.parent / (m.replace(".", "/") + ".py")).read_text()}
+    assert mentions == {"castwall.system.cast_sender", "castwall.commands.check"}
+    assert users_of("http.server") == {"castwall.system.cast_sender"}
 
 
 def test_only_the_command_line_imports_click():
@@ -74,7 +78,7 @@ def test_dial_is_read_by_pure_code_and_fetched_by_one_module():
 
 
 def test_pure_core_does_not_reach_into_system_or_cli():
-    for module in ("castwall.model", "castwall.announcement", "castwall.dial", "castwall.planner", "castwall.render", "castwall.state",
+    for module in ("castwall.model", "castwall.apps", "castwall.announcement", "castwall.dial", "castwall.planner", "castwall.render", "castwall.state",
                    "castwall.sanitize", "castwall.errors", "castwall.apply", "castwall.hints"):
         bad = {n for n in modules()[module] if n.startswith("castwall.system") or n == "castwall.cli"}
         assert not bad, f"{module} imports {bad}"
@@ -82,7 +86,8 @@ def test_pure_core_does_not_reach_into_system_or_cli():
 
 def test_heavy_libraries_are_imported_lazily():
     """--help must not pay for zeroconf or scapy."""
-    for module, path in [("discovery", PKG / "system" / "discovery.py"), ("neighbours", PKG / "system" / "neighbours.py")]:
+    for module, path in [("discovery", PKG / "system" / "discovery.py"), ("neighbours", PKG / "system" / "neighbours.py"),
+                         ("cast_sender", PKG / "system" / "cast_sender.py"), ("check", PKG / "commands" / "check.py")]:
         top = {n.module if isinstance(n, ast.ImportFrom) else n.names[0].name
                for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))}
         assert not {t for t in top if t and t.split(".")[0] in ("pychromecast", "zeroconf", "scapy")}, module

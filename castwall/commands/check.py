@@ -7,11 +7,12 @@ from typing import Sequence
 
 import click
 
-from castwall import render
+from castwall import apps, render
+from castwall.commands.change import confirm
 from castwall.commands.services import NOT_ROOT_DIAL, Services, not_root_hint, note
 from castwall.commands.survey import Survey, show_rejected, take_survey
-from castwall.errors import ExitCode, NotFound
-from castwall.model import Device, PortRange, Rule, State
+from castwall.errors import ExitCode, NotFound, UsageError
+from castwall.model import AppChoice, Device, PortRange, Rule, State, port_text
 from castwall.planner import select_devices
 from castwall.system import host
 from castwall.system.sysctl import read_port_range
@@ -59,7 +60,10 @@ def known_rules(svc: Services, root: bool, state: State | None) -> list[Rule]:
     return list(state.rules) if state else []
 
 
-def run(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float) -> None:
+def run(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float,
+        app: AppChoice | None = None, yes: bool = False) -> None:
+    if app is not None and len(selectors) != 1:
+        raise UsageError("check --app plays a test sound on one device: name it with one --device NAME|UUID")
     root = svc.is_root()
     port_range = read_port_range(svc.paths.port_range)
     state, _ = host.read_state(svc.paths.state_file)
@@ -76,6 +80,9 @@ def run(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], 
         raise NotFound(f"no Cast device answered within {timeout:g} s, and castwall has saved none{hint}")
     if selectors:
         left_out = []
+    if app is not None:
+        run_app(svc, app, devices, left_out, rules, state, as_json, timeout, yes)
+        return
     verdicts = measure(svc, devices, survey, rules, port_range)
     if as_json:
         doc = render.document("check", root=root, dial_wire=survey.dial_seen_on_wire,
@@ -89,4 +96,44 @@ def run(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], 
     if not root:
         note(NOT_ROOT_DIAL)
     if not all(v.ok for v in verdicts):
+        click.get_current_context().exit(int(ExitCode.ATTENTION))
+
+
+def run_app(svc: Services, app: AppChoice, devices: Sequence[Device], left_out: Sequence[Device], rules: Sequence[Rule],
+            state: State | None, as_json: bool, timeout: float, yes: bool) -> None:
+    """check --app: the device fetches a test sound from this computer on the app's port, or it does not."""
+    from castwall.system import cast_sender
+
+    if len(devices) != 1:
+        raise UsageError("--device names several devices; check --app plays a test sound on one of them")
+    (device,) = devices
+    if device in left_out:
+        raise NotFound(f"{device.name} ({device.ip}) gets no rule from castwall, so castwall does not cast to it")
+    chosen = {c.name: c for c in (state.apps if state else ())}
+    if app.name in chosen and apps.is_default(app):
+        app = chosen[app.name]  # the port setup was given for it
+    cast_sender.load_pychromecast()
+    if not yes:
+        confirm(f"castwall asks {device.name} ({device.ip}) to play one second of silence, fetched from TCP "
+                f"{port_text(app.ports)} of this computer as {app.name} would serve it; the device shows it for a moment. Go on?")
+    fetch = cast_sender.fetch_test(device, app.ports, timeout)
+    has_rule = any(r.owner == device.uuid and r.ip == device.ip and apps.purpose(r, tuple(chosen.values())) == app.name
+                   for r in rules)
+    where = f"TCP {fetch.port} of this computer"
+    if fetch.arrived:
+        verdict, fix = f"{device.name} ({device.ip}) fetched the test sound from {where}: {app.name} can cast to it", None
+    elif fetch.error:
+        verdict, fix = f"{device.name} ({device.ip}) could not be asked to play: {fetch.error}", \
+            "check that the device is on and that 'castwall check' can reach its Cast port"
+    else:
+        verdict = f"{device.name} ({device.ip}) did not fetch the test sound from {where} within {timeout:g} s"
+        fix = ("castwall's rule for it is in place, so another rule of this computer's firewall drops the connection "
+               "first: look at 'sudo ufw status numbered'") if has_rule else f"run 'sudo castwall setup --app {app.name}'"
+    if as_json:
+        click.echo(json.dumps(render.document(
+            "check-app", app=render.app_json(app), device=render.device_json(device), port=fetch.port, url=fetch.url,
+            arrived=fetch.arrived, error=fetch.error, rule=has_rule, ok=fetch.arrived, verdict=verdict, fix=fix), indent=2))
+    else:
+        click.echo(verdict + ("." if fix is None else f".\n  fix: {fix}"))
+    if not fetch.arrived:
         click.get_current_context().exit(int(ExitCode.ATTENTION))

@@ -1,0 +1,130 @@
+"""check --app: ask a Cast device, over the Cast protocol, to fetch a test sound from this computer.
+
+The only module that imports pychromecast (optional: python3-pychromecast or
+pip's pychromecast). castwall serves a one-second silent WAV on the app's
+port for the length of the test, tells the device its URL as a sender app
+would, and records whether the device's own TCP connection arrived. That is
+the path the firewall must let through for VLC, catt and the rest.
+"""
+
+from __future__ import annotations
+
+import http.server
+import secrets
+import socket
+import struct
+import threading
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from castwall.errors import MissingTool, UsageError
+from castwall.model import Address, Device, PortRange
+
+SILENCE_RATE = 8000
+
+
+def silent_wav(seconds: float = 1.0) -> bytes:
+    """A valid mono 8-bit PCM WAV of silence (8-bit silence is 0x80)."""
+    frames = int(SILENCE_RATE * seconds)
+    header = b"RIFF" + struct.pack("<I", 36 + frames) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, 1, SILENCE_RATE, SILENCE_RATE, 1, 8) + b"data" + struct.pack("<I", frames)
+    return header + b"\x80" * frames
+
+
+def load_pychromecast():
+    """pychromecast, or MissingTool saying how to install it."""
+    try:
+        import pychromecast  # noqa: PLC0415 - imported only for check --app
+    except ImportError:
+        raise MissingTool("check --app speaks the Cast protocol through pychromecast, which is not installed: "
+                          "sudo apt install python3-pychromecast (or pip install pychromecast)") from None
+    return pychromecast
+
+
+def local_address(ip: Address) -> Address:
+    """This computer's address towards ip (the kernel's route choice; no packet is sent)."""
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((str(ip), 9))
+        return type(ip)(s.getsockname()[0])
+
+
+@dataclass
+class Fetch:
+    arrived: bool
+    port: int
+    url: str
+    error: str | None = None  # what went wrong on the Cast side, if the device was not reached
+
+
+class _TestServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def _serve(bind: Address, ports: PortRange, path: str, body: bytes, device_ip: Address, arrived: threading.Event):
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            if self.path.split("?")[0] != path:
+                self.send_error(404)
+                return
+            if self.client_address[0] == str(device_ip):
+                arrived.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    last = None
+    for port in range(ports.low, min(ports.high, ports.low + 50) + 1):
+        try:
+            return _TestServer((str(bind), port), Handler)
+        except OSError as exc:
+            last = exc
+    raise UsageError(f"cannot serve the test on TCP {ports.low}" + (f"-{ports.high}" if ports.high != ports.low else "")
+                     + f": {last.strerror if last else 'no port'} (is the app itself running? stop it during the check)")
+
+
+def fetch_test(device: Device, ports: PortRange, timeout: float) -> Fetch:
+    """Ask the device to play the test sound from this computer on one of ports; True when its fetch arrived."""
+    pychromecast = load_pychromecast()
+    bind = local_address(device.ip)
+    path = f"/castwall-check-{secrets.token_hex(4)}.wav"
+    arrived = threading.Event()
+    server = _serve(bind, ports, path, silent_wav(), device.ip, arrived)
+    port = server.server_address[1]
+    url = f"http://{bind}:{port}{path}" if bind.version == 4 else f"http://[{bind}]:{port}{path}"
+    thread = threading.Thread(target=server.serve_forever, name="castwall-check-app", daemon=True)
+    thread.start()
+    cast = None
+    try:
+        cast = pychromecast.get_chromecast_from_host((str(device.ip), device.port, uuidlib.UUID(device.uuid), device.model, device.name),
+                                                     tries=1, timeout=timeout)
+        cast.wait(timeout=timeout)
+        if not cast.socket_client.is_connected:
+            return Fetch(False, port, url, f"no Cast connection to {device.ip}:{device.port}")
+        cast.media_controller.play_media(url, "audio/wav", title="castwall check")
+        arrived.wait(timeout)
+        try:
+            cast.media_controller.stop()
+        except Exception:  # the device may have given up already; the verdict stands
+            pass
+        return Fetch(arrived.is_set(), port, url)
+    except Exception as exc:  # pychromecast's errors differ between versions; say which, in one line
+        if arrived.is_set():
+            return Fetch(True, port, url)
+        return Fetch(False, port, url, f"the Cast protocol failed: {type(exc).__name__}: {exc}".strip(": "))
+    finally:
+        if cast is not None:
+            try:
+                cast.disconnect(timeout=2)
+            except Exception:
+                pass
+        server.shutdown()
+        server.server_close()
