@@ -30,7 +30,7 @@ def test_only_discovery_touches_mdns_and_pychromecast_only_serves_check_app():
     # pychromecast speaks the Cast protocol for check --app alone, imported when that runs.
     assert users_of("pychromecast") == {"castwall.system.cast_sender"}
     mentions = {m for m in modules() if "cast_sender" in (PKG.parent / (m.replace(".", "/") + ".py")).read_text()}
-    assert mentions == {"castwall.system.cast_sender", "castwall.commands.check"}
+    assert mentions == {"castwall.commands.check"}
     assert users_of("http.server") == {"castwall.system.cast_sender"}
 
 
