@@ -129,6 +129,22 @@ def installed(devices: int) -> int:
         expect(result.returncode == 0, "castwall setup --dry-run exited 0")
         expect(all(d.name in result.stdout for d in lab.devices), "every device is in the plan")
         expect("Dry run: nothing was changed." in result.stdout and not lab.ufw_added(), "ufw was not changed")
+        # The package's ufw application profiles (/etc/ufw/applications.d/castwall, copied into the lab's
+        # private /etc/ufw like the rest of it): setup --app writes its rules through them.
+        env = {"CASTWALL_STATE_DIR": str(lab.state_dir)}
+        listed = lab.ws(["/usr/bin/castwall", "apps"], env=env)
+        expect(listed.returncode == 0 and "castwall-vlc  " in listed.stdout and "(not installed)" not in listed.stdout,
+               "castwall apps sees the package's profiles")
+        result = lab.ws(["/usr/bin/castwall", "setup", "--yes", "--app", "vlc"], env=env)
+        show(result)
+        through = [line for line in lab.ufw_added() if " app castwall-vlc comment 'castwall:" in line]
+        expect(result.returncode == 0 and len(through) == len(lab.devices),
+               f"setup --app vlc wrote one rule per device through the castwall-vlc profile ({len(through)})")
+        apps_info = lab.ufw("app", "info", "castwall-vlc")
+        expect("8010/tcp" in apps_info.stdout, "ufw itself reads the castwall-vlc profile: 8010/tcp")
+        removed = lab.ws(["/usr/bin/castwall", "remove", "--yes", "--app", "vlc"], env=env)
+        expect(removed.returncode == 0 and not [line for line in lab.ufw_added() if "castwall-vlc" in line],
+               "remove --app vlc deleted them again")
     print(f"\n{'Installed package: passed.' if not failures else f'Installed package: FAILED {len(failures)} check(s).'}")
     return 1 if failures else 0
 
