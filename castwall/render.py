@@ -94,7 +94,7 @@ def plan_text(plan: Plan, *, source: str, known: Sequence[Device] = (), hints: H
     if lines:
         out += [""] + lines
     if plan.skipped:
-        out += ["", f"Without a rule of their own ({len(plan.skipped)}):"]
+        out += ["", f"Rules castwall does not write ({len(plan.skipped)}):"]
         out.extend(f"  {safe_text(s.device.name)} ({s.device.ip}): {s.reason}" for s in plan.skipped)
     out.append("")
     if plan.steps:
