@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Collection, Mapping, Sequence
 
 from castwall import apps
-from castwall.model import Action, Address, AppChoice, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, canonical_uuid
+from castwall.model import Action, Address, AppChoice, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, canonical_uuid, port_text
 
 Network = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -286,6 +286,7 @@ def assess(
     *,
     refused: Mapping[str, str] | None = None,
     state_problem: str | None = None,
+    profiles: Collection[str] | None = None,
 ) -> list[Finding]:
     """What status reports: each thing that needs action, and useful notes.
 
@@ -293,7 +294,8 @@ def assess(
     ufw rules could not be read (not root). ufw is one of "active",
     "inactive", "missing" or "unknown". refused maps the UUIDs of discovered
     devices that may get no rule to the reason (see screen); state_problem
-    says why the state file could not be used.
+    says why the state file could not be used. profiles names castwall's ufw
+    application profiles installed as castwall ships them (None: not known).
     """
     refused = refused or {}
     out: list[Finding] = []
@@ -330,6 +332,13 @@ def assess(
             if r not in recorded:
                 out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
                                                       "does not record (an interrupted run?)"))
+    if profiles is not None:
+        for profile in sorted({r.app for r in owned if r.app and r.app not in profiles}):
+            count = sum(1 for r in owned if r.app == profile)
+            app = apps.by_profile(profile)
+            out.append(Finding("profile-changed", f"{count} rule(s) go through ufw's app profile {profile}, which is missing or "
+                                                  f"changed, so they may not open exactly TCP {port_text(app.ports)}: "
+                                                  "'sudo castwall setup' writes plain port rules instead"))
     for line in odd_tagged:
         out.append(Finding("rule-odd", f"ufw holds a rule tagged castwall that castwall did not write; left alone: {line}"))
     if discovered is not None:

@@ -241,6 +241,23 @@ def test_an_app_with_a_random_port_is_a_usage_error_before_anything_runs(lan):
         assert result.exit_code == 2 and message in result.output
 
 
+def test_status_flags_app_rules_whose_profile_went_and_setup_turns_them_into_plain_rules(lan, tmp_path):
+    from dataclasses import replace
+
+    lan.paths = replace(lan.paths, ufw_profiles=tmp_path / "applications.d" / "castwall")
+    with_profiles(lan)
+    assert run(lan, "setup", "--yes", "--app", "vlc").exit_code == 0
+    assert run(lan, "status", "--no-discover").exit_code == 0
+    lan.paths.ufw_profiles.write_text(PROFILE_FILE.read_text().replace("ports=8010/tcp", "ports=1:65535/tcp"))
+    result = run(lan, "status", "--no-discover")
+    assert result.exit_code == 3 and "2 rule(s) go through ufw's app profile castwall-vlc, which is missing or changed" in result.output
+    fixed = run(lan, "setup", "--yes")
+    assert fixed.exit_code == 0 and "vlc now needs TCP 8010, not TCP 8010 (app castwall-vlc)" in fixed.output
+    assert not [line for line in lan.ufw.lines if "castwall-vlc" in line]
+    assert len([line for line in lan.ufw.lines if "port 8010 proto tcp" in line]) == 2
+    assert run(lan, "status", "--no-discover").exit_code == 0
+
+
 def test_status_flags_a_device_that_lacks_a_chosen_apps_rule(lan):
     assert run(lan, "setup", "--yes", "--app", "vlc").exit_code == 0
     lan.ufw.lines = [line for line in lan.ufw.lines if not ("192.168.77.102" in line and "tcp" in line)]

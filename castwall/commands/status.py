@@ -14,6 +14,7 @@ from castwall.errors import ExitCode, UsageError
 from castwall.planner import Finding, assess
 from castwall.system import host
 from castwall.system.sysctl import read_port_range
+from castwall.system.ufw import installed_profiles
 
 
 def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: float, interfaces: tuple[str, ...]) -> None:
@@ -37,7 +38,9 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     if survey:
         show_rejected(survey)
     discovered = survey.devices if survey else None
-    findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem)
+    profiles, _ = installed_profiles(svc.paths.ufw_profiles)
+    findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem,
+                      profiles=profiles)
     rules = live if live is not None else (state.rules if state else ())
     verdicts = measure(svc, candidates(survey, state, rules)[0], survey, rules, port_range) if check and survey else None
     findings += verdict_findings(verdicts or ())
