@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -164,11 +165,43 @@ def measure(n: int, repeat: int) -> dict:
         out.update(setup=statistics.median(setups), setup_apply=statistics.median(applies),
                    remove_apply=statistics.median(remove_applies), setup_rss=max(rss), remove=statistics.median(removes),
                    ufw_adds=statistics.median(adds), ufw_deletes=statistics.median(deletes))
+        sender_apps(bench, out, n, low_high)
         lossy(bench, out, n)
         print("   avahi-browse (last: it starts an avahi-daemon in the workstation)", flush=True)
         out["avahi_browse"], out["avahi_browse_found"] = avahi_browse(lab, want)
         expect(out["avahi_browse_found"] == want, f"avahi-browse found {out['avahi_browse_found']} of {want} services")
         return out
+
+
+def sender_apps(bench: Bench, out: dict, n: int, low_high: str) -> None:
+    """setup --app vlc --app catt (3 rules a device, two through castwall's ufw profiles) against the same by hand."""
+    lab = bench.lab
+    shutil.copy(REPO / "data" / "ufw-profiles" / "castwall", lab.dir / "etc-ufw" / "applications.d" / "castwall")
+    print("   setup --yes --app vlc --app catt / remove --all, and the same by hand with ufw", flush=True)
+    setups, applies, removes, adds, deletes = [], [], [], [], []
+
+    def by_hand(verb: list[str]) -> None:
+        for d in lab.devices:
+            lab.ufw(*verb, *bench.rule_args(d, low_high), check=True)
+            for app in ("castwall-vlc", "castwall-catt"):
+                lab.ufw(*verb, "from", d.ip, "to", "any", "app", app, check=True)
+
+    for _ in range(bench.repeat):
+        time.sleep(QUIET)
+        t, done = timed(lambda: bench.castwall("--debug", "setup", "--yes", "--app", "vlc", "--app", "catt"))
+        expect(done.returncode == 0, f"setup --app failed: {done.stderr.strip()[-300:]}")
+        expect(len([x for x in lab.ufw_added() if " app castwall-" in x]) == 2 * n, "setup --app did not add two app rules a device")
+        setups.append(t)
+        applies.append(apply_phase(done.stderr)[0])
+        t, done = timed(lambda: bench.castwall("remove", "--all", "--yes"))
+        expect(done.returncode == 0 and not lab.ufw_added(), "remove --all left rules")
+        removes.append(t)
+        t, _ = timed(lambda: by_hand(["allow"]))
+        adds.append(t)
+        t, _ = timed(lambda: by_hand(["delete", "allow"]))
+        deletes.append(t)
+    out.update(apps_setup=statistics.median(setups), apps_apply=statistics.median(applies), apps_remove=statistics.median(removes),
+               apps_ufw_adds=statistics.median(adds), apps_ufw_deletes=statistics.median(deletes))
 
 
 def lossy(bench: Bench, out: dict, n: int) -> None:
@@ -303,6 +336,12 @@ def table(start: dict, sizes: list[dict], when: str) -> str:
             f"<= 1.5 s at 50: {verdict(s.get('setup_apply'), 1.5) if n == 50 else '-'} |",
             f"| {head}: remove --all | {ms(s['remove'])} | {n} x ufw delete {ms(s['ufw_deletes'])} | "
             f"{ratio(s['remove'], s['ufw_deletes'])} | <= 3 s at 50: {verdict(s['remove'], 3.0) if n == 50 else '-'} |",
+            f"| {head}: setup --yes --app vlc --app catt ({3 * n} rules), whole | {ms(s['apps_setup'])} | {3 * n} x ufw allow "
+            f"{ms(s['apps_ufw_adds'])} | {ratio(s['apps_setup'], s['apps_ufw_adds'])} | |",
+            f"| {head}: setup --yes --app vlc --app catt, apply phase | {ms(s['apps_apply'])} | {3 * n} x ufw allow "
+            f"{ms(s['apps_ufw_adds'])} | {ratio(s['apps_apply'], s['apps_ufw_adds'])} | |",
+            f"| {head}: remove --all ({3 * n} rules) | {ms(s['apps_remove'])} | {3 * n} x ufw delete {ms(s['apps_ufw_deletes'])} | "
+            f"{ratio(s['apps_remove'], s['apps_ufw_deletes'])} | |",
             f"| {head}: status (no root, after setup) | {ms(s['status'])} | | | "
             f"<= 1.2 s at 50: {verdict(s['status'], 1.2) if n == 50 else '-'} |",
             f"| {head}: peak RSS discover / status / setup | {s['discover_rss'] // 1024} / {s['status_rss'] // 1024} / "

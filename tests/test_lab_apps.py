@@ -86,22 +86,27 @@ def test_catt_is_dropped_then_plays_after_setup_app_and_is_closed_again_by_remov
     assert closed.state == "LOAD_FAILED", closed
 
 
-def test_the_ufw_command_and_its_library_write_the_same_plain_app_rules_without_profiles(make_lab):
+def test_the_ufw_command_and_its_library_write_the_same_app_rules_with_and_without_profiles(make_lab):
     lab = make_lab(devices=2)
-    wrote = {}
-    for path in ("cli", "library"):
-        env = {"CASTWALL_UFW": "cli"} if path == "cli" else {}
-        result = lab.castwall("setup", "--yes", "--app", "vlc", "--app", "tcp-range=40000:40010", env=env)
-        assert result.returncode == 0, result.stderr
-        assert "not installed" in result.stderr and "a broad rule, 11 port(s)" in result.stdout
-        wrote[path] = lab.ufw_added()
-        again = lab.castwall("setup", "--yes", env=env)
-        assert "Nothing to change" in again.stdout, again.stdout + again.stderr
-        assert lab.castwall("remove", "--yes", "--all", env=env).returncode == 0
-        assert not [line for line in lab.ufw_added() if "castwall:" in line]
-    assert wrote["cli"] == wrote["library"]
-    tcp = [line for line in wrote["cli"] if "proto tcp" in line]
-    assert sorted(line.split()[7] for line in tcp) == ["40000:40010", "40000:40010", "8010", "8010"], wrote["cli"]
+    for profiled in (False, True):
+        if profiled:
+            install_profiles(lab)
+        wrote = {}
+        for path in ("cli", "library"):
+            env = {"CASTWALL_UFW": "cli"} if path == "cli" else {}
+            result = lab.castwall("setup", "--yes", "--app", "vlc", "--app", "tcp-range=40000:40010", env=env)
+            assert result.returncode == 0, result.stderr
+            assert ("not installed" in result.stderr) is not profiled and "a broad rule, 11 port(s)" in result.stdout
+            wrote[path] = lab.ufw_added()
+            again = lab.castwall("setup", "--yes", env=env)
+            assert "Nothing to change" in again.stdout, again.stdout + again.stderr
+            assert lab.castwall("remove", "--yes", "--all", env=env).returncode == 0
+            assert not [line for line in lab.ufw_added() if "castwall:" in line]
+        assert wrote["cli"] == wrote["library"]
+        tcp = [line for line in wrote["cli"] if "proto tcp" in line or " app " in line]
+        vlc = [line for line in tcp if ("app castwall-vlc" if profiled else "port 8010 proto tcp") in line]
+        wide = [line for line in tcp if "port 40000:40010 proto tcp" in line]  # a range of the user's: never a profile
+        assert len(tcp) == 4 and len(vlc) == 2 and len(wide) == 2, wrote["cli"]
 
 
 def test_check_app_proves_the_path_with_the_cast_protocol(make_lab):
