@@ -271,7 +271,7 @@ def test_apps_lists_the_catalogue_with_ports_options_and_profiles(lan):
     assert result.exit_code == 0
     for app in apps.CATALOGUE:
         assert app.name in result.output
-    assert "--sout-chromecast-http-port" in result.output and "castwall-vlc (not installed)" in result.output
+    assert "--sout-chromecast-http-port" in result.output and "castwall-vlc" in result.output and "profiles are not installed" in result.output
     doc = json.loads(run(lan, "apps", "--json").output)
     assert doc["kind"] == "apps" and {a["name"] for a in doc["apps"]} == set(apps.BY_NAME)
     assert next(a for a in doc["apps"] if a["name"] == "gnomecast")["random"] is True

@@ -29,7 +29,7 @@ def run(svc: Services, as_json: bool) -> None:
         return
     rows = []
     for a in apps.CATALOGUE:
-        profile = "-" if a.profile is None else a.profile + ("" if a.profile in profiles else " (not installed)")
+        profile = "-" if a.profile is None else a.profile + ("" if a.profile in profiles or not profiles else " (changed)")
         mine = chosen.get(a.name)
         rows.append([a.name, a.ports_text(), a.option or "(none)", profile,
                      "-" if mine is None else f"yes, TCP {port_text(mine.ports)}"])
@@ -39,7 +39,7 @@ def run(svc: Services, as_json: bool) -> None:
             "'sudo castwall setup --app NAME' lets every Cast device reach the app's ports; NAME=PORT or NAME=LOW:HIGH",
             "when you run it on another port (apps with random ports need that, with the option above);",
             "'--app tcp-range=LOW:HIGH' opens a TCP range of your choice (a broad rule).",
-            f"Profiles: {svc.paths.ufw_profiles}" + (" (installed)" if profiles else "")]
+            f"ufw profiles: {svc.paths.ufw_profiles}" + (" (installed)" if profiles else " (not installed)")]
     if "tcp-range" in chosen:
         out.append(f"Chosen: {apps.choice_text(chosen['tcp-range'])}")
     for n in (profile_note, problem):

@@ -133,7 +133,7 @@ def installed(devices: int) -> int:
         # private /etc/ufw like the rest of it): setup --app writes its rules through them.
         env = {"CASTWALL_STATE_DIR": str(lab.state_dir)}
         listed = lab.ws(["/usr/bin/castwall", "apps"], env=env)
-        expect(listed.returncode == 0 and "castwall-vlc  " in listed.stdout and "(not installed)" not in listed.stdout,
+        expect(listed.returncode == 0 and "castwall-vlc " in listed.stdout and "(installed)" in listed.stdout,
                "castwall apps sees the package's profiles")
         result = lab.ws(["/usr/bin/castwall", "setup", "--yes", "--app", "vlc"], env=env)
         show(result)
