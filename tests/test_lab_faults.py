@@ -90,7 +90,7 @@ def test_when_the_undo_fails_too_the_message_names_exactly_what_differs(make_lab
     still = re.search(r"still allowed \(added by this run\): ([^;]+)", message).group(1)
     gone = re.search(r"no longer allowed \(deleted by this run\): (.+)$", message).group(1)
     def named(lines):
-        return {re.search(r"from (\S+) to any port (\S+)", line).expand(r"\1 port \2") for line in lines}
+        return {re.search(r"from (\S+) to any port (\S+)", line).expand(r"UDP \2 from \1") for line in lines}
 
     assert set(still.split(", ")) == named(added) and set(gone.split(", ")) == named(removed)
     assert (lab.state_dir / "state.json").read_bytes() == state_before
@@ -118,7 +118,7 @@ def test_in_process_when_the_reload_of_the_undo_fails_the_files_are_back_and_the
     gone = re.search(r"no longer allowed \(deleted by this run\): ([^(]+?) \(", message).group(1)
     assert len(still.split(", ")) == 1 and len(gone.split(", ")) == 2
     def chain_rule(entry):
-        ip, port = entry.split(" port ")
+        port, ip = entry.removeprefix("UDP ").split(" from ")
         return f"-s {ip}/32 -p udp -m multiport --dports {port} -j ACCEPT"
 
     now = lab.running_rules()
