@@ -11,7 +11,10 @@ Layout (all namespaces are the lab's own; the host's network is never touched):
              RFC-strict responder); one device also hosts a Cast group.
              Next to it cast_device.py answers DIAL as a real Chromecast
              (M-SEARCH on UDP 1900, the device description on TCP 8008),
-             accepts the Cast port 8009 and logs it all to <dir>/cast.log
+             is a Cast v2 receiver on the Cast port 8009 (TLS with the
+             lab's self-signed certificate, <lab>/cast-cert.pem; a LOAD
+             makes it fetch the media itself), serves eureka_info on 8008
+             and 8443, and logs it all to <dir>/cast.log
     <p>-ot   a host that is not a Cast device (it announces a printer)
 
 This module builds the LAN and runs things in it; the rest of Lab comes in
@@ -19,10 +22,11 @@ parts, one job each: multicast.py (lose_multicast() makes the LAN drop mDNS
 multicast towards the workstation with an nft bridge table in <p>-br, the
 devices' DIAL logs, an mDNS probe, and chromium_discovery(), which runs
 Debian's Chromium in the workstation: chromium.py), faults.py (faults
-injected into ufw and iptables), hosts.py (hostile hosts, an impostor) and
-dhcp.py (a real dnsmasq as the LAN's DHCP server).
+injected into ufw and iptables), hosts.py (hostile hosts, an impostor),
+dhcp.py (a real dnsmasq as the LAN's DHCP server) and senders.py (real Cast
+senders in the workstation: catt, pychromecast, and the media they serve).
 
-Needs root, iproute2, ufw, avahi-daemon (and nft, chromium for those two).
+Needs root, iproute2, ufw, avahi-daemon, openssl (and nft, chromium for those two).
 Everything it starts is recorded and ended by PID on close(), which also
 deletes the namespaces, even after a failure.
 """
@@ -46,6 +50,7 @@ from tests.lab.dhcp import DhcpServer
 from tests.lab.faults import Faults
 from tests.lab.hosts import HostileDial, OtherHosts, hostile_case  # noqa: F401 - the lab's API
 from tests.lab.multicast import LOSSY_TABLE, MulticastAndDial  # noqa: F401
+from tests.lab.senders import Senders
 
 REPO = Path(__file__).resolve().parents[2]
 RESPONDER = Path(__file__).with_name("responder.py")
@@ -96,14 +101,14 @@ def missing_requirements() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces)"
-    for tool in ("ip", "ufw", "avahi-daemon", "nsenter", "unshare", "setpriv"):
+    for tool in ("ip", "ufw", "avahi-daemon", "nsenter", "unshare", "setpriv", "openssl"):
         if shutil.which(tool, path=SAFE_PATH) is None:
             return f"the lab needs {tool} (run scripts/test, which installs it)"
     return None
 
 
-class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer):
-    """The LAN, built by start() and torn down by close(); multicast and DIAL, faults, other hosts and DHCP come from the mixins."""
+class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders):
+    """The LAN, built by start() and torn down by close(); multicast and DIAL, faults, other hosts, DHCP and senders come from the mixins."""
 
     def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None,
                  no_dial: tuple[int, ...] | list[int] | set[int] = ()):
@@ -119,6 +124,7 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer):
         self.ws_ip = f"{subnet}.10"
         self.other_ip = f"{subnet}.50"
         self.state_dir = self.dir / "state"
+        self.cert, self.cert_key = self.dir / "cast-cert.pem", self.dir / "cast-key.pem"
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen] = []
         self.devices: list[LabDevice] = []
@@ -178,6 +184,9 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer):
         # Byte-compiled as an installed package is (dh_python3 and pip do it), so a run does not
         # compile castwall's modules first; nobody may not write them there.
         self._sh(self.python, "-m", "compileall", "-q", str(self.dir / "src" / "castwall"))
+        # One self-signed certificate for every device's TLS (Cast port 8009, HTTPS 8443): senders do not verify it.
+        self._sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=castwall-lab",
+                 "-keyout", str(self.cert_key), "-out", str(self.cert))
         br = self._add_ns("br")
         self._sh("ip", "-n", br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
         self._sh("ip", "-n", br, "link", "set", "br0", "up")
@@ -308,11 +317,14 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer):
         self._spawn(argv, dev.dir / "responder.out")
 
     def _start_cast_device(self, dev: LabDevice) -> None:
-        """DIAL (SSDP, the device description on 8008) and the Cast port 8009, as a real device has them."""
+        """DIAL (SSDP, the device description on 8008) and the Cast v2 receiver on 8009, as a real device has them."""
         argv = ["ip", "netns", "exec", dev.ns, self.python, str(CAST_DEVICE), "--ip", dev.ip, "--uuid", dev.uuid,
-                "--name", dev.name, "--model", dev.model, "--log", str(dev.dir / "cast.log")]
+                "--name", dev.name, "--model", dev.model, "--log", str(dev.dir / "cast.log"),
+                "--cert", str(self.cert), "--key", str(self.cert_key)]
+        if dev.kind == "audio":
+            argv.append("--audio")
         if dev.group:
-            argv += ["--group-port", str(dev.group[2])]
+            argv += ["--group-port", str(dev.group[2]), "--group-name", dev.group[0], "--group-uuid", dev.group[1]]
         if dev.index in self.no_dial:
             argv.append("--no-dial")
         self._spawn(argv, dev.dir / "cast.out")

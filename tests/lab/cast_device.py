@@ -10,10 +10,23 @@ Chromecast does:
   1900, as libupnp 1.6 on real Chromecasts sends it.
 - HTTP on TCP 8008: GET /ssdp/device-desc.xml gives the UPnP device
   description (UDN uuid:<the Cast UUID>) with an Application-URL header;
-  anything else is a 404. Every request is logged.
+  GET /setup/eureka_info (?params=name,device_info,multizone) the device's
+  JSON (name, ssdp_udn, device_info: manufacturer, model_name, capabilities,
+  cast_build_revision...); anything else is a 404. Every request is logged.
+  With --cert, HTTPS on TCP 8443 serves the same (pychromecast 9.4 and 14
+  ask https://IP:8443/setup/eureka_info first; 14 falls back to 8008).
 - TCP on the Cast port 8009 (and the group's port, if it hosts one): every
-  connection is logged, then held until the peer closes or 5 s pass. No TLS:
-  only the connection is recorded.
+  connection is logged as it is accepted. With --cert and --key the port is a
+  Cast v2 receiver (cast_receiver.py): TLS, then length-prefixed protobuf
+  CastMessages (at most 64 KiB) on the connection, heartbeat, receiver and
+  media namespaces; LAUNCH of the Default Media Receiver (CC1AD845) starts it,
+  and a LOAD makes the device GET the media's URL itself (3 s to connect),
+  as a real one does, through whatever firewall is on the way: PLAYING if
+  that brought an HTTP 200 or 206 and at least a byte, else LOAD_FAILED.
+  A connection that does not finish TLS within 5 s is closed, one that
+  breaks the protocol (a bad or oversized frame, a payload that is not a
+  JSON object) at once; an open one after 30 s of silence. Without --cert
+  a connection is only held until the peer closes or 5 s pass.
 - mDNS: only listens. A socket bound to 224.0.0.251:5353 (not the wildcard,
   so unicast to the device still goes to avahi alone) logs the questions
   other hosts multicast; avahi answers them.
@@ -22,14 +35,29 @@ Each event is one JSON line in the log:
     {"event": "ready"}
     {"event": "msearch", "from": IP, "sport": PORT, "st": ST, "mx": MX, "t": T}
     {"event": "reply", "to": IP, "dport": PORT, "sport": SRC_PORT, "t": T}
-    {"event": "http", "from": IP, "method": M, "path": PATH, "status": CODE, "t": T}
+    {"event": "http", "from": IP, "method": M, "path": PATH, "status": CODE, "port": 8008 or 8443, "t": T}
     {"event": "connect", "from": IP, "sport": PORT, "port": 8009, "t": T}
     {"event": "mdns", "from": IP, "sport": PORT, "questions": [[NAME, QTYPE, QU], ...], "t": T}
+and, from the Cast v2 receiver (port: the Cast port; a connection is (from, sport)):
+    {"event": "tls", "from": IP, "sport": PORT, "port": 8009, "ok": BOOL, "error": TEXT or null, "t": T}
+    {"event": "cast", "from": IP, "sport": PORT, "port": 8009, "namespace": NS, "source": ID,
+     "destination": ID, "type": T (null for a binary payload, which also has "binary": LENGTH), "t": T}
+    {"event": "cast-error", "from": IP, "sport": PORT, "port": 8009, "error": TEXT, "t": T}  (then closed)
+    {"event": "launch", "from": IP, "app": APP_ID, "ok": BOOL, "t": T}
+    {"event": "load", "from": IP, "url": URL, "content_type": TYPE, "t": T}
+    {"event": "fetch", "url": URL, "ok": BOOL, "status": CODE or null, "bytes": N, "error": TEXT or null, "t": T}
+    {"event": "media", "state": "PLAYING" | "LOAD_FAILED" | "PAUSED" | "IDLE", "session": ID or null, "t": T}
+    {"event": "error", "error": TEXT, "where": FUNCTION, "t": T}  (a bug in the device, which carries on)
+A LOAD logs load, fetch, then media PLAYING or LOAD_FAILED (the senders see
+BUFFERING meanwhile, and IDLE after a failure); PLAY, PAUSE and STOP log
+media PLAYING, PAUSED and IDLE.
 
-One thread, one selector, standard library only (and cheap to start: a lab may run 150).
+One selector thread (and a short-lived thread per media fetch), standard
+library only, and cheap to start: a lab may run 150.
 
 Run inside a device namespace:
-    python3 cast_device.py --ip 192.168.77.101 --uuid HEX --name "Living Room TV" --log FILE
+    python3 cast_device.py --ip 192.168.77.101 --uuid HEX --name "Living Room TV" --log FILE \
+        [--cert PEM --key PEM] [--audio]
 """
 
 from __future__ import annotations
@@ -48,10 +76,11 @@ import time
 from responder import GROUP as MDNS_GROUP, PORT as MDNS_PORT, parse_questions
 
 SSDP_GROUP, SSDP_PORT = "239.255.255.250", 1900
-HTTP_PORT, CAST_PORT = 8008, 8009
+HTTP_PORT, CAST_PORT, HTTPS_PORT = 8008, 8009, 8443
 DIAL_ST = "urn:dial-multiscreen-org:service:dial:1"
 HOLD = 5.0  # seconds a Cast connection is kept open
 MAX_REQUEST = 16384
+CAST_BUILD = "1.56.500000"  # what a 2023 Chromecast reports
 
 
 def escape(text: str) -> str:
@@ -148,6 +177,33 @@ def device_description(ip: str, uuid: str, name: str, model: str) -> bytes:
 """.encode()
 
 
+def eureka_info(args: argparse.Namespace, uuid: str, query: str) -> dict:
+    """/setup/eureka_info as a Cast device serves it; ?params= picks the parts (as pychromecast asks)."""
+    device_info = {
+        "manufacturer": "Google Inc.", "model_name": args.model, "product_name": args.model.lower().replace(" ", "_"),
+        "ssdp_udn": uuid, "cast_build_revision": CAST_BUILD, "factory_country_code": "US",
+        "capabilities": {"display_supported": not args.audio, "audio_supported": True,
+                         "multizone_supported": True, "cloudcast_supported": True},
+    }
+    full = {
+        "name": args.name, "ssdp_udn": uuid, "version": 12, "build_version": CAST_BUILD.split(".")[2],
+        "cast_build_revision": CAST_BUILD, "release_track": "stable-channel", "ip_address": args.ip,
+        "connected": True, "setup_state": 60, "locale": "en-US", "device_info": device_info,
+    }
+    multizone = {"dynamic_groups": [], "groups": []}
+    if args.group_port:
+        multizone["groups"].append({"name": args.group_name, "uuid": dashed(args.group_uuid) if args.group_uuid else "",
+                                    "elected_leader": "self", "cast_port": args.group_port})
+    wanted = []
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "params":
+            wanted += [v for v in value.split(",") if v]
+    if not wanted:
+        return full
+    return {k: (multizone if k == "multizone" else full[k]) for k in wanted if k in full or k == "multizone"}
+
+
 def http_response(status: str, body: bytes, headers: list[str]) -> bytes:
     head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close", *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -179,7 +235,22 @@ class Device:
         self.sel.register(mdns, selectors.EVENT_READ, self.on_mdns)
 
         self.listen(HTTP_PORT, self.on_http_accept)
+        self.tls = self.receivers = None
+        if args.cert:
+            import ssl
+
+            import cast_receiver  # the Cast v2 side (TLS, CastMessages, the receiver)
+            self.cast_v2 = cast_receiver
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            # TLS 1.2: no TLS 1.3 session tickets after the handshake for a sender's reader thread to
+            # take while its other thread writes (pychromecast shares one TLS socket between two).
+            self.tls.maximum_version = ssl.TLSVersion.TLSv1_2
+            self.tls.load_cert_chain(args.cert, args.key)
+            self.receivers = {}
+            self.listen(HTTPS_PORT, self.on_https_accept)
         for port in [CAST_PORT] + ([args.group_port] if args.group_port else []):
+            if self.tls:
+                self.receivers[port] = cast_receiver.Receiver(self, audio=args.audio or port != CAST_PORT)
             self.listen(port, lambda s, port=port: self.on_cast_accept(s, port))
 
     def emit(self, event: str, **fields) -> None:
@@ -275,22 +346,44 @@ class Device:
         state["buf"] += chunk
         if b"\r\n\r\n" not in state["buf"] and len(state["buf"]) < MAX_REQUEST:
             return
-        first = state["buf"].split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        parts = first.split()
-        method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("?", first)
-        if method in ("GET", "HEAD") and path.split("?", 1)[0] == "/ssdp/device-desc.xml":
-            status, body = "200 OK", self.description
-            headers = ["Content-Type: application/xml", f"Application-URL: http://{self.args.ip}:{HTTP_PORT}/apps/"]
-        else:
-            status, body, headers = "404 Not Found", b"", []
-        self.emit("http", **{"from": state["peer"][0]}, method=method, path=path, status=int(status[:3]), t=time.time())
+        response = self.http_answer(state["buf"], state["peer"][0], HTTP_PORT)
         try:
             conn.setblocking(True)
             conn.settimeout(2)
-            conn.sendall(http_response(status, b"" if method == "HEAD" else body, headers))
+            conn.sendall(response)
         except OSError:
             pass
         self.drop(conn)
+
+    def http_answer(self, request: bytes, peer: str, port: int) -> bytes:
+        """The response to one request (its first line is all that counts), logged."""
+        first = request.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+        parts = first.split()
+        method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("?", first)
+        route, _, query = path.partition("?")
+        if method in ("GET", "HEAD") and route == "/ssdp/device-desc.xml":
+            status, body = "200 OK", self.description
+            headers = ["Content-Type: application/xml", f"Application-URL: http://{self.args.ip}:{HTTP_PORT}/apps/"]
+        elif method in ("GET", "HEAD") and route == "/setup/eureka_info":
+            status, body = "200 OK", json.dumps(eureka_info(self.args, self.uuid, query)).encode()
+            headers = ["Content-Type: application/json"]
+        else:
+            status, body, headers = "404 Not Found", b"", []
+        self.emit("http", **{"from": peer}, method=method, path=path, status=int(status[:3]), port=port, t=time.time())
+        return http_response(status, b"" if method == "HEAD" else body, headers)
+
+    def on_https_accept(self, listener: socket.socket) -> None:
+        try:
+            conn, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.setblocking(False)
+        try:
+            sock = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        except OSError:  # already reset by the peer
+            conn.close()
+            return
+        self.cast_v2.TlsConnection(self, sock, peer, HTTPS_PORT, HttpsRequest(self), idle=HOLD)
 
     # --- the Cast port ------------------------------------------------------
 
@@ -301,6 +394,15 @@ class Device:
             return
         conn.setblocking(False)
         self.emit("connect", **{"from": src}, sport=sport, port=port, t=time.time())
+        if self.tls:
+            try:
+                sock = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            except OSError:  # already reset by the peer
+                conn.close()
+                return
+            self.cast_v2.TlsConnection(self, sock, (src, sport), port, self.receivers[port].channel(),
+                                       latency=self.cast_v2.REPLY_LATENCY)
+            return
         self.sel.register(conn, selectors.EVENT_READ, self.on_cast_data)
         self.later(HOLD, lambda: self.drop(conn) if conn.fileno() >= 0 else None)
 
@@ -323,11 +425,43 @@ class Device:
             if self.timers:
                 timeout = max(0.0, self.timers[0][0] - time.monotonic())
             for key, _ in self.sel.select(timeout):
-                key.data(key.fileobj)
+                self.safely(key.data, key.fileobj)
             now = time.monotonic()
             while self.timers and self.timers[0][0] <= now:
                 _, _, callback = heapq.heappop(self.timers)
-                callback()
+                self.safely(callback)
+
+    def safely(self, callback, *args) -> None:
+        """Run one callback; a bug in it is logged (an "error" event), not the end of the device."""
+        try:
+            callback(*args)
+        except Exception as e:  # noqa: BLE001
+            self.emit("error", error=f"{type(e).__name__}: {e}", where=getattr(callback, "__qualname__", repr(callback)),
+                      t=time.time())
+
+
+class HttpsRequest:
+    """One request on the HTTPS port 8443 (a TlsConnection's protocol): answered, then closed."""
+
+    def __init__(self, device: Device) -> None:
+        self.device, self.buf = device, b""
+
+    def opened(self, conn) -> None:
+        pass
+
+    def tls_failed(self, conn, error: str) -> None:
+        pass
+
+    def closed(self, conn) -> None:
+        pass
+
+    def received(self, conn, data: bytes) -> None:
+        self.buf += data
+        if b"\r\n\r\n" not in self.buf and len(self.buf) < MAX_REQUEST:
+            return
+        conn.close_when_flushed = True
+        conn.send(self.device.http_answer(self.buf, conn.peer[0], HTTPS_PORT))
+        self.buf = b""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -337,11 +471,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", required=True, help="friendly name")
     p.add_argument("--model", default="Chromecast")
     p.add_argument("--group-port", type=int, default=None, help="also accept Cast connections here (a group it hosts)")
+    p.add_argument("--group-name", default="", help="the group's name (for eureka_info's multizone)")
+    p.add_argument("--group-uuid", default="", help="the group's 32 hex digits (for eureka_info's multizone)")
+    p.add_argument("--cert", help="PEM certificate: makes the Cast port a Cast v2 receiver and serves HTTPS on 8443")
+    p.add_argument("--key", help="PEM private key of --cert")
+    p.add_argument("--audio", action="store_true", help="an audio device: no display (eureka_info, receiver status)")
     p.add_argument("--no-dial", action="store_true", help="log M-SEARCHes but never answer them")
     p.add_argument("--log", required=True)
     args = p.parse_args(argv)
     if not re.fullmatch(r"[0-9a-f]{32}", args.uuid):
         p.error("--uuid: 32 lower-case hex digits")
+    if bool(args.cert) != bool(args.key):
+        p.error("--cert and --key go together")
     with open(args.log, "a", buffering=1) as log:
         Device(args, log).run()
 
