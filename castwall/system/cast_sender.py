@@ -10,6 +10,7 @@ the path the firewall must let through for VLC, catt and the rest.
 from __future__ import annotations
 
 import http.server
+import logging
 import secrets
 import socket
 import struct
@@ -38,6 +39,8 @@ def load_pychromecast():
     except ImportError:
         raise MissingTool("check --app speaks the Cast protocol through pychromecast, which is not installed: "
                           "sudo apt install python3-pychromecast (or pip install pychromecast)") from None
+    # pychromecast logs its own warnings (a STOP after the device finished, a reconnect); castwall's verdict says what counts.
+    logging.getLogger("pychromecast").setLevel(logging.CRITICAL)
     return pychromecast
 
 
