@@ -20,8 +20,9 @@ What Chromium 156 does here (measured in the lab; times from launch):
   found): QM questions for _googlecast._tcp.local. from port 5353 at +0, +1,
   +3 s. A device found by mDNS gets its connection after a random delay of
   up to 5 s (CastMediaSinkServiceImpl::OpenChannelsWithRandomizedDelay).
-- Our device takes the connection and says nothing; Chromium's TLS
-  handshake fails when the device closes it (5 s), and Chromium reconnects.
+- Our device completes TLS on the Cast port; Chromium then sends a
+  deviceauth challenge, which the lab device cannot sign and leaves
+  unanswered, so Chromium gives up on that channel and reconnects later.
 No default route, no feature flag and no user gesture are needed. Debian's
 /etc/chromium.d/default-flags passes --media-router=0, which Chromium 156
 ignores.
