@@ -127,12 +127,13 @@ def allowed_list(plan: Plan, known: Sequence[Device] = ()) -> str:
     names.update({d.uuid: d.name for d in plan.devices})
     ips = list(dict.fromkeys(r.ip for r in rules))
     lines = [f"Afterwards castwall's rules let in exactly these {len(ips)} address(es), to these ports of this computer:"]
+    width = max(len(r.traffic) for r in rules)
     for r in rules:
         owner = safe_text(names.get(r.owner or "", f"device {r.owner}"))
         job = apps.purpose(r, plan.apps)
         what = "" if job == "dial" else f" ({job or 'an app no longer chosen'})"
         note = " (not seen now; its rule is left as it was)" if r in plan.untouched else ""
-        lines.append(f"  {str(r.ip):<15}  {r.traffic:<28}  {owner}{what}{note}")
+        lines.append(f"  {str(r.ip):<15}  {r.traffic:<{width}}  {owner}{what}{note}")
     broad = [c for c in plan.apps if c.name == apps.TCP_RANGE]
     for c in broad:
         lines.append(f"  note: {apps.choice_text(c)}")

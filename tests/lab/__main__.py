@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
-from tests.lab import GROUP_NAME, Lab, hostile_case, missing_requirements
+from tests.lab import GROUP_NAME, REPO, Lab, hostile_case, missing_requirements
+from tests.lab.senders import catt_missing
 
 IN_RANGE, OUTSIDE = 45000, 8000
 
@@ -96,6 +98,28 @@ def demo(devices: int) -> int:
         result = lab.castwall("check")
         show(result)
         expect(result.returncode == 0, "check: Chrome can find and cast to every device (exit 0)")
+
+        say("A sender app: catt casts a file, and the device fetches it from the workstation over TCP")
+        why = catt_missing()
+        if why:
+            print(f"(skipped: {why})")
+        else:
+            # castwall's ufw profiles, as the .deb installs them, in the lab's private /etc/ufw
+            shutil.copy(REPO / "data" / "ufw-profiles" / "castwall", lab.dir / "etc-ufw" / "applications.d" / "castwall")
+            first = lab.devices[0]
+            media = lab.media_file()
+            run = lab.catt_cast(first, media)
+            print(f"catt -d {first.ip} cast {media.name}: the device says {run.state}"
+                  f" (its fetch: {'arrived' if run.fetch and run.fetch['ok'] else 'dropped by ufw'})")
+            expect(run.state == "LOAD_FAILED", "before setup --app catt, ufw drops the device's fetch and the cast fails")
+            result = lab.castwall("setup", "--yes", "--app", "catt")
+            show(result)
+            expect(result.returncode == 0, "setup --app catt exited 0")
+            run = lab.catt_cast(first, media)
+            print(f"catt -d {first.ip} cast {media.name}: the device says {run.state}"
+                  f" ({run.fetch['bytes'] if run.fetch else 0} bytes fetched from catt's port)")
+            expect(run.state == "PLAYING", "after setup --app catt, the device fetches the file and plays it")
+            show(lab.ufw("status"))
 
         say("The LAN now loses multicast on its way to the workstation, as many Wi-Fi access points do")
         lab.lose_multicast()
