@@ -275,3 +275,15 @@ def test_apps_lists_the_catalogue_with_ports_options_and_profiles(lan):
     doc = json.loads(run(lan, "apps", "--json").output)
     assert doc["kind"] == "apps" and {a["name"] for a in doc["apps"]} == set(apps.BY_NAME)
     assert next(a for a in doc["apps"] if a["name"] == "gnomecast")["random"] is True
+
+
+def test_a_failing_app_rule_undoes_the_whole_run(lan, tmp_path):
+    from dataclasses import replace
+
+    lan.paths = replace(lan.paths, ufw_profiles=tmp_path / "applications.d" / "castwall")
+    with_profiles(lan)
+    lan.ufw.fail_calls = {4}  # the second device's UDP rule is the 3rd change, its vlc rule the 4th
+    result = run(lan, "setup", "--yes", "--app", "vlc")
+    assert result.exit_code == 6, result.output
+    assert "step 4 of 4 failed" in result.output and "the 3 change(s) made before it were undone" in result.output
+    assert lan.ufw.lines == ["ufw allow 22/tcp"] and not lan.paths.state_file.exists()
