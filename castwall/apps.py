@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from castwall.model import AppChoice, PortRange, Rule, port_text
+from castwall.model import PROFILE_PREFIX, AppChoice, PortRange, Rule, port_text
 
-PROFILE_PREFIX = "castwall-"
 PROFILE_FILE = "/etc/ufw/applications.d/castwall"
 TCP_RANGE = "tcp-range"  # the one entry that is not an app: a TCP range the user names
 
@@ -137,6 +136,20 @@ def merge(previous: Sequence[AppChoice], given: Sequence[AppChoice]) -> tuple[Ap
     return tuple(sorted(chosen.values(), key=lambda c: c.name))
 
 
+def recovered(previous: Sequence[AppChoice], owned: Sequence[Rule]) -> tuple[AppChoice, ...]:
+    """The apps chosen before: those the state file names, and any app castwall's rules in ufw serve that it does not.
+
+    A rebuilt state file, or one a killed run left behind, names fewer apps
+    than ufw holds rules for; those apps stay chosen (with the ports of their
+    first rule), so setup neither deletes their rules nor forgets them.
+    """
+    chosen = {c.name: c for c in previous}
+    for r in sorted(owned, key=Rule.sort_key):
+        if r.owner and r.proto == "tcp" and r.app and r.app not in chosen:
+            chosen[r.app] = AppChoice(r.app, r.ports)
+    return tuple(sorted(chosen.values(), key=lambda c: c.name))
+
+
 def is_default(choice: AppChoice) -> bool:
     """Whether the choice uses the catalogue's ports for its app (so its ufw profile fits it)."""
     app = BY_NAME.get(choice.name)
@@ -146,29 +159,13 @@ def is_default(choice: AppChoice) -> bool:
 def rule_for(choice: AppChoice, ip, owner: str, profiles: Iterable[str]) -> Rule:
     """The rule that lets a device at ip fetch from the app: through its profile where ufw has it as castwall ships it."""
     app = BY_NAME.get(choice.name)
-    if app is not None and is_default(choice) and app.profile in set(profiles):
-        return Rule(ip, choice.ports, owner, proto="tcp", app=app.profile)
-    return Rule(ip, choice.ports, owner, proto="tcp")
+    through = app is not None and is_default(choice) and app.profile in set(profiles)
+    return Rule(ip, choice.ports, owner, proto="tcp", app=choice.name, profile=through)
 
 
 def purpose(rule: Rule, choices: Sequence[AppChoice] = ()) -> str | None:
-    """What a castwall rule is for: "dial" (the UDP rule), an app's name, or None when castwall cannot tell.
-
-    A profile rule names its app; a plain TCP rule is the chosen app with
-    those ports, else the catalogue app whose own ports they are.
-    """
-    if rule.proto == "udp" and rule.app is None:
-        return "dial"
-    if rule.app is not None:
-        app = by_profile(rule.app)
-        return app.name if app else None
-    for c in choices:
-        if c.ports == rule.ports:
-            return c.name
-    for app in CATALOGUE:
-        if app.ports == rule.ports:
-            return app.name
-    return None
+    """What a rule is for: "dial" (the UDP rule), the app a castwall TCP rule serves, or None (a user's TCP rule)."""
+    return "dial" if rule.is_dial else rule.app
 
 
 def choice_text(choice: AppChoice) -> str:
@@ -188,7 +185,8 @@ def profile_text() -> str:
     """The ufw application profiles castwall ships: one section per app with fixed ports."""
     out = ["# ufw application profiles of castwall: the ports of the apps 'castwall apps' lists.",
            "# castwall writes its sender-app rules through these: ufw allow from DEVICE to any app castwall-NAME.",
-           "# If you change a port here, castwall no longer uses the profile; run 'sudo ufw app update NAME'.",
+           "# castwall uses a profile only while ufw has it with these ports; change one, and the next",
+           "# 'sudo castwall setup' writes that app's rules as plain port rules instead.",
            ""]
     for app in CATALOGUE:
         if app.profile is None:
@@ -201,24 +199,33 @@ def profile_text() -> str:
     return "\n".join(out)
 
 
-def read_profiles(text: str) -> dict[str, PortRange]:
-    """Which of castwall's profiles a profile file holds as castwall wrote them, by name, with their ports.
+def read_profiles(text: str) -> dict[str, str]:
+    """castwall's profiles in one profile file, as ufw reads it: name -> its ports field.
 
-    A section whose ports differ from the catalogue's (edited by hand), or
-    that is not one of castwall's, is left out: castwall then writes plain
-    port rules for that app. Raises ValueError for a file that is not INI.
+    ufw reads a file with a strict RawConfigParser and skips the whole file
+    when that fails: so does this (ValueError). Sections that are not
+    castwall's, or that ufw would reject for a missing field, are left out.
     """
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser = configparser.RawConfigParser()
     try:
         parser.read_string(text)
     except configparser.Error as exc:
-        raise ValueError(f"not a ufw profile file: {str(exc).splitlines()[0]}") from None
+        raise ValueError(f"not a ufw profile file ufw can read: {str(exc).splitlines()[0]}") from None
     out = {}
     for section in parser.sections():
-        app = by_profile(section)
-        if app is None or not _PROFILE_NAME_RE.match(section):
+        if not section.startswith(PROFILE_PREFIX) or not _PROFILE_NAME_RE.match(section) or len(section) > 64:
             continue
-        if parser.get(section, "ports", fallback="").strip() == f"{port_text(app.ports)}/tcp":
-            if parser.get(section, "title", fallback="").strip() and parser.get(section, "description", fallback="").strip():
-                out[section] = app.ports
+        fields = {k: parser.get(section, k, fallback="").strip() for k in ("title", "description", "ports")}
+        if all(fields.values()):
+            out[section] = fields["ports"]
+    return out
+
+
+def usable_profiles(merged: Mapping[str, str]) -> dict[str, PortRange]:
+    """Of the profiles ufw has (the last definition of each name wins), castwall's with exactly castwall's ports."""
+    out = {}
+    for name, ports in merged.items():
+        app = by_profile(name)
+        if app is not None and ports == f"{port_text(app.ports)}/tcp":
+            out[name] = app.ports
     return out

@@ -131,15 +131,23 @@ def port_text(ports: PortRange) -> str:
     return str(ports.low) if ports.low == ports.high else f"{ports.low}:{ports.high}"
 
 
+PROFILE_PREFIX = "castwall-"  # castwall's ufw application profiles: castwall-vlc, castwall-catt, ...
+_APP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+
+
 @dataclass(frozen=True)
 class Rule:
-    """One ufw rule of castwall's shape: from one address to this computer's ports.
+    """One ufw rule of castwall's shape: from one address to ports of this computer.
 
-    proto "udp" with no app is the DIAL rule (the local port range); "tcp" is
-    a sender app's rule, written through castwall's ufw application profile
-    when app names it (ports are then the profile's), else as a plain port
-    rule. owner is the UUID named by the rule's castwall tag, or None when the
-    rule has that shape but is not castwall's (castwall never changes such a rule).
+    proto "udp" is the DIAL rule (the local port range). proto "tcp" is a
+    sender app's rule: app names the app it serves (a catalogue name, or
+    tcp-range), and profile says it is written through castwall's ufw
+    application profile castwall-<app>, whose ports are then the rule's;
+    otherwise it is a plain port rule, whose tag names the app
+    (castwall:<UUID>/<app>), as ufw's text holds nothing else to tell it by.
+    owner is the UUID named by the rule's castwall tag, or None when the rule
+    has that shape but is not castwall's (castwall never changes such a rule;
+    its app is then None).
     """
 
     ip: Address
@@ -147,6 +155,7 @@ class Rule:
     owner: str | None = None
     proto: str = "udp"
     app: str | None = None
+    profile: bool = False
 
     def __post_init__(self) -> None:
         if self.owner is not None:
@@ -155,34 +164,50 @@ class Rule:
             raise ValueError(f"protocol {self.proto!r} is not udp or tcp")
         if not isinstance(self.ports, PortRange):
             raise ValueError("a rule's ports must be a port range")
-        if self.app is not None and (self.proto != "tcp" or not re.match(r"^castwall-[a-z0-9-]{1,40}$", self.app)):
-            raise ValueError(f"not one of castwall's TCP application profiles: {self.app!r}")
+        if self.app is not None and (self.proto != "tcp" or not _APP_RE.match(self.app)):
+            raise ValueError(f"not a sender app of a TCP rule: {self.app!r}")
+        if self.profile and self.app is None:
+            raise ValueError("a rule through an app profile needs its app")
+
+    @property
+    def profile_name(self) -> str | None:
+        """The ufw application profile the rule names (castwall-vlc), if it is written through one."""
+        return PROFILE_PREFIX + self.app if self.profile and self.app else None
 
     @property
     def comment(self) -> str | None:
-        return None if self.owner is None else TAG_PREFIX + self.owner
+        if self.owner is None:
+            return None
+        if self.proto == "tcp" and not self.profile and self.app:
+            return f"{TAG_PREFIX}{self.owner}/{self.app}"
+        return TAG_PREFIX + self.owner
 
     @property
     def is_dial(self) -> bool:
         """The UDP rule for the local port range, which lets DIAL replies in."""
-        return self.proto == "udp" and self.app is None
+        return self.proto == "udp"
 
     @property
     def traffic(self) -> str:
         """What the rule lets in, for people: "UDP 32768:60999", "TCP 8010 (app castwall-vlc)"."""
         text = f"{self.proto.upper()} {port_text(self.ports)}"
-        return text + (f" (app {self.app})" if self.app else "")
+        return text + (f" (app {self.profile_name})" if self.profile else "")
 
     def sort_key(self) -> tuple:
-        return (self.ip.version, int(self.ip), self.proto != "udp", self.ports, self.app or "", self.owner or "")
+        return (self.ip.version, int(self.ip), self.proto != "udp", self.ports, self.app or "", self.profile, self.owner or "")
 
     def same_traffic(self, other: Rule) -> bool:
         """True when ufw would treat both as the same rule (ufw ignores comments)."""
-        return (self.ip, self.proto, self.ports, self.app) == (other.ip, other.proto, other.ports, other.app)
+        return (self.ip, self.proto, self.ports, self.profile_name) == (other.ip, other.proto, other.ports, other.profile_name)
+
+    def covers(self, other: Rule) -> bool:
+        """True when this rule lets in everything other does: the same address, protocol and ports."""
+        return (self.ip, self.proto) == (other.ip, other.proto) and self.ports.low <= other.ports.low \
+            and other.ports.high <= self.ports.high
 
     def _ufw_match(self) -> tuple[str, ...]:
-        if self.app is not None:
-            return ("allow", "from", str(self.ip), "to", "any", "app", self.app)
+        if self.profile:
+            return ("allow", "from", str(self.ip), "to", "any", "app", self.profile_name)
         return ("allow", "proto", self.proto, "from", str(self.ip), "to", "any", "port", port_text(self.ports))
 
     def ufw_add_args(self) -> tuple[str, ...]:

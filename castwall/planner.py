@@ -165,11 +165,12 @@ def plan_setup(
     names = {d.uuid: d.name for d in devices}
     chosen_names = {c.name for c in chosen}
     deletes: list[Step] = []
+    swaps: list[Step] = []  # deletes that run after the adds: the same ports, another form (profile or plain)
     adds: list[Step] = []
     kept: list[Rule] = []
     for r in sorted((r for r in firewall if r.owner), key=Rule.sort_key):
         want = wanted.get(r.owner)
-        job = apps.purpose(r, chosen)
+        job = apps.purpose(r)
         if want is not None:
             if r in want:
                 if r not in kept:
@@ -178,10 +179,17 @@ def plan_setup(
                 deletes.append(Step(Action.DELETE, r, f"{names[r.owner]} moved from {r.ip} to {want[0].ip}"))
             elif job == "dial":
                 deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
-            elif job in chosen_names:
-                new = next(w for w in want[1:] if apps.purpose(w, chosen) == job)
-                deletes.append(Step(Action.DELETE, r, f"{job} now needs {new.traffic}, not {r.traffic}"))
-            # Otherwise a rule for an app no longer chosen: only remove --app withdraws it.
+            else:
+                new = next((w for w in want[1:] if w.app == job), None)
+                if new is None:
+                    reason = f"{job} is not chosen" if job not in chosen_names else f"{job} now needs another rule"
+                    deletes.append(Step(Action.DELETE, r, f"{reason}: castwall gives {names[r.owner]} no {r.traffic}"))
+                elif new.ports == r.ports:
+                    how = ("its ufw profile is installed now" if new.profile else
+                           "its ufw profile is missing or changed, so a plain port rule replaces it")
+                    swaps.append(Step(Action.DELETE, r, f"{job}: {how}"))
+                else:
+                    deletes.append(Step(Action.DELETE, r, f"{job} now uses {new.traffic}, not {r.traffic}"))
         elif r.ip in wanted_ips:
             # ufw holds one rule per address and traffic: the old owner's must go.
             deletes.append(Step(Action.DELETE, r, f"{r.ip} now belongs to {names[wanted_ips[r.ip]]}"))
@@ -189,24 +197,26 @@ def plan_setup(
             deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
             adds.append(Step(Action.ADD, Rule(r.ip, port_range, r.owner), "port range changed; device not seen now"))
     untagged = [r for r in firewall if r.owner is None]
-    replaced = {(s.rule.owner, apps.purpose(s.rule, chosen)) for s in deletes}
+    replaced = {(s.rule.owner, apps.purpose(s.rule)) for s in deletes + swaps}
     for owner, rules in sorted(wanted.items(), key=lambda item: item[1][0].sort_key()):
         device = next(d for d in devices if d.uuid == owner)
         for want in rules:
             if want in kept:
                 continue
-            job = apps.purpose(want, chosen)
+            job = apps.purpose(want)
             what = "" if job == "dial" else f" ({job})"
-            if any(u.same_traffic(want) for u in untagged):
-                skipped.append(Skip(device, f"{want.traffic} is already allowed by a ufw rule castwall did not write; left alone"))
+            mine = next((u for u in untagged if u.covers(want)), None)
+            if mine is not None:
+                skipped.append(Skip(device, f"{want.traffic} is already allowed by a ufw rule castwall did not write "
+                                            f"({mine.traffic} from {mine.ip}); left alone"))
                 continue
             adds.append(Step(Action.ADD, want, f"replaces the old rule{what}" if (owner, job) in replaced
                              else f"new: {device.name}{what}"))
     skipped.sort(key=lambda s: (s.device.name.casefold(), s.device.uuid))
     shown = tuple(d for d in devices if d.uuid in in_scope)
-    changed = {s.rule for s in deletes}
+    changed = {s.rule for s in deletes + swaps}
     untouched = tuple(r for r in sorted(firewall, key=Rule.sort_key) if r.owner and r not in changed and r not in kept)
-    return Plan(port_range, shown, tuple(deletes + adds), tuple(kept), tuple(skipped), untouched, tuple(chosen))
+    return Plan(port_range, shown, tuple(deletes + adds + swaps), tuple(kept), tuple(skipped), untouched, tuple(chosen))
 
 
 def next_state(
@@ -323,18 +333,20 @@ def assess(
             "port-range-changed",
             f"the local port range is now {port_range}, but {count} rule(s) were written for {', '.join(stale)}",
         ))
+    reported: set[tuple[str | None, str | None]] = set()
     if live is not None and not state_problem:
         recorded = set(state.rules)
         for r in state.rules:
             if r not in live:
+                reported.add((r.owner, r.app))
                 out.append(Finding("rule-missing", f"the {_job(r, state)} for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
         for r in owned:
             if r not in recorded:
                 out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
                                                       "does not record (an interrupted run?)"))
     if profiles is not None:
-        for profile in sorted({r.app for r in owned if r.app and r.app not in profiles}):
-            count = sum(1 for r in owned if r.app == profile)
+        for profile in sorted({r.profile_name for r in owned if r.profile and r.profile_name not in profiles}):
+            count = sum(1 for r in owned if r.profile_name == profile)
             app = apps.by_profile(profile)
             out.append(Finding("profile-changed", f"{count} rule(s) go through ufw's app profile {profile}, which is missing or "
                                                   f"changed, so they may not open exactly TCP {port_text(app.ports)}: "
@@ -362,20 +374,39 @@ def assess(
             if any(r.owner == d.uuid for r in owned):
                 continue  # reported above as moved
             out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
-    out += _apps_missing(state, owned, discovered)
+    out += _apps_missing(state, rules, discovered, refused, reported)
     return out
 
 
-def _apps_missing(state: State, owned: Sequence[Rule], discovered: Sequence[Device] | None) -> list[Finding]:
-    """Devices with castwall's UDP rule that lack a rule for a chosen app (not seen when the app was chosen)."""
+def _apps_missing(state: State, rules: Sequence[Rule], discovered: Sequence[Device] | None, refused: Mapping[str, str],
+                  reported: Collection[tuple[str | None, str | None]]) -> list[Finding]:
+    """Devices with castwall's UDP rule whose rule for a chosen app is missing, or for another port.
+
+    Not for a device seen elsewhere (moved), not seen, or refused (setup gives
+    none of them rules now), nor where the user's own rule already lets the
+    app's ports in; reported names the (device, app) rules that status already
+    says are missing from ufw.
+    """
     out = []
-    moved = {d.uuid for d in discovered or () if any(r.owner == d.uuid and r.is_dial and r.ip != d.ip for r in owned)}
+    owned = [r for r in rules if r.owner]
+    seen = None if discovered is None else {d.uuid: d for d in discovered}
     for r in owned:
-        if not r.is_dial or r.owner in moved:
+        if not r.is_dial:
             continue
-        have = {apps.purpose(o, state.apps) for o in owned if o.owner == r.owner and o.ip == r.ip}
+        if seen is not None and (r.owner not in seen or seen[r.owner].ip != r.ip or r.owner in refused):
+            continue
         for c in state.apps:
-            if c.name not in have:
+            if (r.owner, c.name) in reported:
+                continue
+            mine = [o for o in owned if o.owner == r.owner and o.ip == r.ip and o.app == c.name]
+            want = Rule(r.ip, c.ports, None, proto="tcp")
+            if any(o.ports == c.ports for o in mine) or any(u.owner is None and u.covers(want) for u in rules):
+                continue
+            if mine:
+                out.append(Finding("app-port", f"the {c.name} rule for {_name(state, r.owner)} ({r.ip}) is for "
+                                               f"{mine[0].traffic}, but {c.name} is chosen on TCP {port_text(c.ports)}: "
+                                               "run 'sudo castwall setup'"))
+            else:
                 out.append(Finding("app-missing", f"{_name(state, r.owner)} ({r.ip}) has no rule for {c.name} yet: "
                                                   "run 'sudo castwall setup'"))
     return out

@@ -149,8 +149,8 @@ def apps_section(plan: Plan, given: Sequence[AppChoice] = (), scoped: bool = Fal
         written = [r for r in rules if not r.is_dial and apps.purpose(r, plan.apps) == c.name]
         if not written:
             how = "no device gets it in this run"
-        elif all(r.app for r in written):
-            how = f"through ufw's app profile {written[0].app}"
+        elif all(r.profile for r in written):
+            how = f"through ufw's app profile {written[0].profile_name}"
         else:
             how = "as a plain port rule" + ("" if apps.is_default(c) or c.name == apps.TCP_RANGE else " (not the app's usual port)")
         rows.append([c.name, f"TCP {port_text(c.ports)}", how])
@@ -294,8 +294,8 @@ def rejected_json(r: Rejected) -> dict:
 
 
 def rule_json(r: Rule, chosen: Sequence[AppChoice] = ()) -> dict:
-    return {"ip": str(r.ip), "proto": r.proto, "ports": [r.ports.low, r.ports.high], "app": r.app,
-            "for": apps.purpose(r, chosen), "owner": r.owner, "comment": r.comment}
+    return {"ip": str(r.ip), "proto": r.proto, "ports": [r.ports.low, r.ports.high], "profile": r.profile_name,
+            "for": apps.purpose(r, chosen) if r.owner else None, "owner": r.owner, "comment": r.comment}
 
 
 def app_json(c: AppChoice) -> dict:

@@ -31,7 +31,8 @@ def device_json(d: Device) -> dict:
 
 
 def _rule_json(r: Rule) -> dict:
-    return {"ip": str(r.ip), "proto": r.proto, "ports": [r.ports.low, r.ports.high], "app": r.app, "owner": r.owner}
+    return {"ip": str(r.ip), "proto": r.proto, "ports": [r.ports.low, r.ports.high], "app": r.app, "profile": r.profile,
+            "owner": r.owner}
 
 
 def app_json(c: AppChoice) -> dict:
@@ -74,10 +75,17 @@ def _device(item: dict) -> Device:
 
 
 def _rule(item: dict) -> Rule:
-    proto, app = item.get("proto", "udp"), item.get("app")
-    if not isinstance(proto, str) or not (app is None or isinstance(app, str)):
-        raise ValueError("proto and app must be strings")
-    return Rule(ipaddress.ip_address(item["ip"]), _ports(item["ports"]), item["owner"], proto=proto, app=app)
+    proto, app, profile = item.get("proto", "udp"), item.get("app"), item.get("profile", False)
+    if not isinstance(proto, str) or not (app is None or isinstance(app, str)) or not isinstance(profile, bool):
+        raise ValueError("proto and app must be strings, profile true or false")
+    rule = Rule(ipaddress.ip_address(item["ip"]), _ports(item["ports"]), item["owner"], proto=proto, app=app, profile=profile)
+    if rule.proto == "tcp" and rule.owner is not None:
+        known = apps.BY_NAME.get(rule.app or "")
+        if known is None and rule.app != apps.TCP_RANGE:
+            raise ValueError(f"a TCP rule for {rule.app!r}, which is no app in castwall's catalogue")
+        if rule.profile and known.ports != rule.ports:
+            raise ValueError(f"a rule through {rule.profile_name} for other ports than the profile's")
+    return rule
 
 
 def _app(item: dict) -> AppChoice:

@@ -50,11 +50,9 @@ def run(
         chosen = apps.merge(previous.apps if previous else (), given)
     except apps.AppError as exc:
         raise UsageError(str(exc)) from None
-    profiles: frozenset[str] = frozenset()
-    if chosen:
-        profiles, profile_note = installed_profiles(svc.paths.ufw_profiles)
-        if profile_note and any(apps.is_default(c) for c in chosen):
-            note(profile_note)
+    profiles, profile_note = installed_profiles(svc.paths.ufw_profiles)
+    if profile_note and any(apps.is_default(c) for c in chosen):
+        note(profile_note)
     trust = Trust(routed=allow_routed, public=allow_public, contested=frozenset(contested))
     survey = take_survey(svc, interfaces, timeout, root, known=previous, trust=trust, check_claims=root)
     show_rejected(survey)
@@ -82,6 +80,10 @@ def run(
             current, order = (previous.rules if previous else ()), ()
             active = None
             warn("not root: ufw's rules were taken from the state file, not read from ufw")
+        try:  # apps whose rules ufw holds but the state file does not name stay chosen
+            chosen = apps.merge(apps.recovered(previous.apps if previous else (), [r for r in current if r.owner]), given)
+        except apps.AppError as exc:
+            raise UsageError(str(exc)) from None
         plan = planned(current)
         found = hintlib.collect(plan.devices, survey.networks, survey.refused)
         change = _reservations(dns, plan, previous, survey.networks) if dns else None

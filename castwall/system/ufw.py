@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from castwall.errors import MissingTool, NeedRoot, ToolFailed
 from castwall.model import TAG_PREFIX, Action, PortRange, Rule, Step, canonical_uuid
 from castwall.system.runner import Runner, missing_tool_message
 
-_TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]{32,36})$")
+_TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]{32,36})(?:/([a-z0-9-]{1,41}))?$")
 _KEYWORDS = {"from", "to", "port", "proto", "comment", "app"}
 
 
@@ -62,12 +63,12 @@ def parse_rule_line(line: str) -> Rule | str | None:
     try:
         ip = ipaddress.ip_address(fields["from"])
         if "app" in fields:
-            app = apps.by_profile(fields["app"])
-            if app is None or "proto" in fields or "port" in fields:
+            profiled = apps.by_profile(fields["app"])
+            if profiled is None or "proto" in fields or "port" in fields:
                 return odd
-            proto, ports, profile = "tcp", app.ports, app.profile
+            proto, ports, app = "tcp", profiled.ports, profiled.name
         else:
-            proto, profile = fields.get("proto"), None
+            proto, profiled, app = fields.get("proto"), None, None
             if proto not in ("udp", "tcp"):
                 return odd
             low, _, high = fields.get("port", "").partition(":")
@@ -84,28 +85,61 @@ def parse_rule_line(line: str) -> Rule | str | None:
                 owner = canonical_uuid(match.group(1))
             except ValueError:
                 return odd
-    return Rule(ip, ports, owner, proto=proto, app=profile)
+            named = match.group(2)
+            if proto == "udp" and named:
+                return odd
+            if profiled is not None and named not in (None, app):
+                return odd
+            if proto == "tcp" and profiled is None:
+                # A plain TCP rule of castwall's names its app in the tag: castwall:<UUID>/<app>.
+                if named not in apps.BY_NAME and named != apps.TCP_RANGE:
+                    return odd
+                app = named
+    if profiled is not None and owner is None:
+        # The user's own rule through castwall's profile: castwall reads it as the ports it opens, and never changes it.
+        return Rule(ip, ports, None, proto="tcp")
+    return Rule(ip, ports, owner, proto=proto, app=app, profile=profiled is not None)
+
+
+_SKIPPED_SUFFIXES = (".dpkg-new", ".dpkg-old", ".dpkg-dist", ".rpmnew", ".rpmsave", "~")
+_MAX_PROFILES = 10 * 1024 * 1024  # ufw reads at most this much of its profile directory
 
 
 def installed_profiles(path: Path) -> tuple[frozenset[str], str | None]:
-    """castwall's ufw application profiles that ufw has as castwall ships them, and why some cannot be used.
+    """castwall's ufw application profiles as ufw itself has them, and why some cannot be used.
 
+    ufw reads every file of the profile directory (path's) in name order, and
+    the last definition of a profile wins: so castwall reads them all the same
+    way, and uses a profile only if what ufw will use has castwall's ports.
     Apps without a usable profile get plain port rules: the same ports, only
     without the app's name in `ufw status`.
     """
+    directory = path.parent
+    merged: dict[str, str] = {}
+    total = 0
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return frozenset(), (f"castwall's ufw application profiles are not installed ({path}; the .deb ships them, "
-                             "pip cannot): app rules are written as plain port rules")
-    except (OSError, UnicodeDecodeError) as exc:
-        return frozenset(), f"cannot read {path} ({getattr(exc, 'strerror', None) or exc}): app rules are written as plain port rules"
-    try:
-        found = apps.read_profiles(text)
-    except ValueError as exc:
-        return frozenset(), f"{path} is {exc}: app rules are written as plain port rules"
+        names = sorted(os.listdir(directory))
+    except OSError:
+        names = []
+    for name in names:
+        file = directory / name
+        if name.startswith(".") or name.endswith(_SKIPPED_SUFFIXES) or not file.is_file():
+            continue
+        try:
+            size = file.stat().st_size
+            if size > _MAX_PROFILES or total + size > _MAX_PROFILES:
+                continue
+            total += size
+            merged.update(apps.read_profiles(file.read_text(encoding="utf-8", errors="replace")))
+        except (OSError, ValueError):
+            continue  # ufw skips a file it cannot read or parse
+    found = apps.usable_profiles(merged)
+    if not merged:
+        why = "pip cannot install it" if not path.exists() else "ufw cannot read it"
+        return frozenset(), (f"castwall's ufw application profiles are not installed ({path}: the .deb ships them, {why}): "
+                             "app rules are written as plain port rules")
     changed = [a.name for a in apps.CATALOGUE if a.profile and a.profile not in found]
-    note = (f"{path} lacks castwall's profile (or has it changed) for {', '.join(changed)}: "
+    note = (f"ufw's profile is missing or changed for {', '.join(changed)} (see {directory}): "
             "those apps get plain port rules") if changed else None
     return frozenset(found), note
 
