@@ -117,18 +117,18 @@ def run_app(svc: Services, app: AppChoice, devices: Sequence[Device], left_out: 
         confirm(f"castwall asks {device.name} ({device.ip}) to play one second of silence, fetched from TCP "
                 f"{port_text(app.ports)} of this computer as {app.name} would serve it; the device shows it for a moment. Go on?")
     fetch = cast_sender.fetch_test(device, app.ports, timeout)
-    has_rule = any(r.owner == device.uuid and r.ip == device.ip and apps.purpose(r, tuple(chosen.values())) == app.name
-                   for r in rules)
+    wanted = Rule(device.ip, app.ports, None, proto="tcp")
+    has_rule = any(r.covers(wanted) for r in rules if r.proto == "tcp")  # castwall's (the group's host's too) or yours
     where = f"TCP {fetch.port} of this computer"
     if fetch.arrived:
         verdict, fix = f"{device.name} ({device.ip}) fetched the test sound from {where}: {app.name} can cast to it", None
     elif fetch.error:
-        verdict, fix = f"{device.name} ({device.ip}) could not be asked to play: {fetch.error}", \
-            "check that the device is on and that 'castwall check' can reach its Cast port"
+        verdict, fix = f"{device.name} ({device.ip}) could not be asked to play: {fetch.error}", fetch.fix
     else:
         verdict = f"{device.name} ({device.ip}) did not fetch the test sound from {where} within {timeout:g} s"
-        fix = ("castwall's rule for it is in place, so another rule of this computer's firewall drops the connection "
-               "first: look at 'sudo ufw status numbered'") if has_rule else f"run 'sudo castwall setup --app {app.name}'"
+        fix = ("a rule for these ports is in place, so another rule of this computer's firewall drops the connection "
+               "first: look at 'sudo ufw status numbered'") if has_rule else (
+            f"run 'sudo castwall setup --app {app.name}" + ("" if apps.is_default(app) else f"={port_text(app.ports)}") + "'")
     if as_json:
         click.echo(json.dumps(render.document(
             "check-app", app=render.app_json(app), device=render.device_json(device), port=fetch.port, url=fetch.url,

@@ -18,10 +18,11 @@ import threading
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from castwall.errors import MissingTool, UsageError
-from castwall.model import Address, Device, PortRange
+from castwall.errors import MissingTool
+from castwall.model import Address, Device, PortRange, port_text
 
 SILENCE_RATE = 8000
+_CAST_FIX = "check that the device is on and that 'castwall check' opens its Cast port"
 
 
 def silent_wav(seconds: float = 1.0) -> bytes:
@@ -57,7 +58,8 @@ class Fetch:
     arrived: bool
     port: int
     url: str
-    error: str | None = None  # what went wrong on the Cast side, if the device was not reached
+    error: str | None = None  # why the device could not be asked, if so
+    fix: str | None = None  # what to do about that
 
 
 class _TestServer(http.server.ThreadingHTTPServer):
@@ -65,9 +67,17 @@ class _TestServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+class _TestServer6(_TestServer):
+    address_family = socket.AF_INET6
+
+
+class _CannotServe(Exception):
+    pass
+
+
 def _serve(bind: Address, ports: PortRange, path: str, body: bytes, device_ip: Address, arrived: threading.Event):
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def _answer(self, with_body: bool) -> None:
             if self.path.split("?")[0] != path:
                 self.send_error(404)
                 return
@@ -77,52 +87,65 @@ def _serve(bind: Address, ports: PortRange, path: str, body: bytes, device_ip: A
             self.send_header("Content-Type", "audio/wav")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if with_body:
+                self.wfile.write(body)
 
-        do_HEAD = do_GET
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self._answer(True)
+
+        def do_HEAD(self):  # noqa: N802
+            self._answer(False)
 
         def log_message(self, *args):
             pass
 
+    server = _TestServer6 if bind.version == 6 else _TestServer
     last = None
     for port in range(ports.low, min(ports.high, ports.low + 50) + 1):
         try:
-            return _TestServer((str(bind), port), Handler)
+            return server((str(bind), port), Handler)
         except OSError as exc:
             last = exc
-    raise UsageError(f"cannot serve the test on TCP {ports.low}" + (f"-{ports.high}" if ports.high != ports.low else "")
-                     + f": {last.strerror if last else 'no port'} (is the app itself running? stop it during the check)")
+    where = port_text(ports)
+    raise _CannotServe(f"castwall cannot serve the test on TCP {where} of this computer "
+                       f"({last.strerror if last else 'no port'}): stop the app itself while the check runs")
 
 
 def fetch_test(device: Device, ports: PortRange, timeout: float) -> Fetch:
-    """Ask the device to play the test sound from this computer on one of ports; True when its fetch arrived."""
+    """Ask the device to play the test sound from this computer on one of ports; arrived says whether its fetch came."""
     pychromecast = load_pychromecast()
-    bind = local_address(device.ip)
     path = f"/castwall-check-{secrets.token_hex(4)}.wav"
     arrived = threading.Event()
-    server = _serve(bind, ports, path, silent_wav(), device.ip, arrived)
+    try:
+        bind = local_address(device.ip)
+        server = _serve(bind, ports, path, silent_wav(), device.ip, arrived)
+    except OSError as exc:
+        return Fetch(False, ports.low, "", f"no route to {device.ip} from this computer ({exc.strerror or exc})",
+                     "check the device's address with 'castwall discover'")
+    except _CannotServe as exc:
+        return Fetch(False, ports.low, "", str(exc), "stop the app that holds the port, then check again")
     port = server.server_address[1]
     url = f"http://{bind}:{port}{path}" if bind.version == 4 else f"http://[{bind}]:{port}{path}"
     thread = threading.Thread(target=server.serve_forever, name="castwall-check-app", daemon=True)
     thread.start()
     cast = None
     try:
-        cast = pychromecast.get_chromecast_from_host((str(device.ip), device.port, uuidlib.UUID(device.uuid), device.model, device.name),
-                                                     tries=1, timeout=timeout)
+        host = (str(device.ip), device.port, uuidlib.UUID(device.uuid), device.model, device.name)
+        cast = pychromecast.get_chromecast_from_host(host, tries=1, timeout=timeout)
         cast.wait(timeout=timeout)
         if not cast.socket_client.is_connected:
-            return Fetch(False, port, url, f"no Cast connection to {device.ip}:{device.port}")
+            return Fetch(False, port, url, f"no Cast connection to {device.ip}:{device.port}", _CAST_FIX)
         cast.media_controller.play_media(url, "audio/wav", title="castwall check")
         arrived.wait(timeout)
         try:
             cast.media_controller.stop()
-        except Exception:  # the device may have given up already; the verdict stands
+        except Exception:  # the device may have finished already; the verdict stands
             pass
         return Fetch(arrived.is_set(), port, url)
     except Exception as exc:  # pychromecast's errors differ between versions; say which, in one line
         if arrived.is_set():
             return Fetch(True, port, url)
-        return Fetch(False, port, url, f"the Cast protocol failed: {type(exc).__name__}: {exc}".strip(": "))
+        return Fetch(False, port, url, f"the Cast protocol failed: {type(exc).__name__}: {exc}".strip(": "), _CAST_FIX)
     finally:
         if cast is not None:
             try:
