@@ -8,7 +8,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', Path("castwall/__init__.py").rea
 setup(
     name="castwall",
     version=VERSION,
-    description="Let Chromecasts and other Cast devices through ufw, one narrow rule per device",
+    description="Let Chromecasts and other Cast devices through ufw, with narrow rules per device",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="GPL-3.0-or-later",
@@ -17,10 +17,12 @@ setup(
     # Floors at or below Debian 12's versions, no caps: one codebase for the .deb and pip.
     # castwall reads Cast announcements itself (castwall/announcement.py) and
     # needs no pychromecast; raw ARP uses a packet socket (castwall/system/arp.py).
+    # pychromecast is optional: only `check --app` speaks the Cast protocol.
     install_requires=[
         "click>=8.1.3",
         "zeroconf>=0.47.3",
     ],
+    extras_require={"check-app": ["pychromecast>=9.4"]},
     entry_points={"console_scripts": ["castwall = castwall.cli:main"]},
     classifiers=[
         "Environment :: Console",

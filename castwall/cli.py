@@ -88,7 +88,7 @@ dry_run_option = click.option("--dry-run", "-n", is_flag=True, help="Show what w
 @click.option("--debug", is_flag=True, help="Show timings, which ufw path ran, and tracebacks for internal errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Let Chromecasts and other Cast devices through ufw, one narrow rule per device.
+    """Let Chromecasts and other Cast devices through ufw, with narrow rules per device.
 
     castwall finds Cast devices on the LAN with mDNS and DIAL, as Chrome
     does, resolves their MAC addresses, reads the local port range and
@@ -96,7 +96,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     devices' DIAL answers, which ufw's default deny drops and which is
     Chrome's only way to find them where the LAN loses multicast. So casting
     from Chrome works while ufw keeps denying everything else, and 'castwall
-    check' measures whether Chrome can find and reach each device. It suggests a DHCP reservation for each device so
+    check' measures whether Chrome can find and reach each device. With
+    'setup --app' each device may also fetch media from a sender app (VLC,
+    catt, ...) on exactly that app's ports. It suggests a DHCP reservation for each device so
     its address, and so its rule, stays valid ('castwall hints' prints them in
     the syntax of many routers).
 
@@ -236,8 +238,8 @@ def setup(
     range, then shows the plan: a DHCP reservation hint per device and the
     exact ufw commands. After confirmation it applies them as one transaction
     (undone if any step fails), verifies the result and saves it in the state
-    file. Running it again changes nothing unless a device moved or the port
-    range changed.
+    file. Running it again changes nothing unless a device moved, the port
+    range changed or an app's ports changed.
 
     Only private addresses on a subnet of this computer get a rule; setup
     refuses, with the reason, special addresses, this computer's own, routed
@@ -276,7 +278,9 @@ def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout
     Reports a device whose address moved since its rule was written, a rule
     for a device no longer seen, a new device without a rule, a port range
     that changed since the rules were written, ufw being inactive or missing,
-    and an unusable state file. Devices that may get no rule are listed with
+    an unusable state file, a device without the rule of a chosen sender app
+    (or with one for an old port), and app rules whose ufw profile has gone or
+    was changed. Devices that may get no rule are listed with
     the reason. With root it also checks the live ufw rules against the state
     file (a run killed part way shows here) and asks every device's address
     by ARP: an address two hosts claim needs attention. Exits 0 when all is
@@ -296,7 +300,7 @@ def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout
 @click.option("--app", "app", type=AppType(), default=None, metavar="NAME[=PORT|=LOW:HIGH]",
               help="Instead, prove that one --device can fetch media from this sender app: it plays a test sound "
                    "served on the app's port (needs pychromecast; asks first).")
-@yes_option
+@click.option("--yes", "-y", is_flag=True, help="With --app: play the test sound without asking.")
 @click.pass_obj
 def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float,
           app, yes: bool) -> None:

@@ -186,7 +186,8 @@ def status_rows(state: State | None, discovered: Sequence[Device] | None, rules:
             allowed = f"your rule {rule.ports}"
         else:
             allowed = f"allowed {rule.ports}"
-        reach = sorted({apps.purpose(r, chosen) or "tcp" for r in rules if r.owner == uuid and not r.is_dial and r.ip == d.ip})
+        # A group is reached through its host's rules, which share its address.
+        reach = sorted({r.app for r in rules if r.owner and r.app and r.ip == d.ip and (r.owner == uuid or d.kind is Kind.GROUP)})
         if uuid in seen:
             where = f"seen ({seen[uuid].found_by_text})" if seen[uuid].found_by else "seen"
         else:

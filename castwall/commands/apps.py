@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import click
 
@@ -34,7 +35,8 @@ def run(svc: Services, as_json: bool) -> None:
         rows.append([a.name, a.ports_text(), a.option or "(none)", profile,
                      "-" if mine is None else f"yes, TCP {port_text(mine.ports)}"])
     out = [render.table(["APP", "TCP PORTS", "SET THE PORT WITH", "UFW PROFILE", "CHOSEN"], rows), ""]
-    out += [f"  {a.name}: {a.source}." for a in apps.CATALOGUE]
+    for a in apps.CATALOGUE:
+        out += textwrap.wrap(f"{a.name}: {a.source}.", width=100, initial_indent="  ", subsequent_indent="    ")
     out += ["",
             "'sudo castwall setup --app NAME' lets every Cast device reach the app's ports; NAME=PORT or NAME=LOW:HIGH",
             "when you run it on another port (apps with random ports need that, with the option above);",

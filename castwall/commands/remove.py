@@ -53,7 +53,11 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
         if change is not None and change.empty:
             change = None
         if not steps and change is None:
-            if app_names and chosen != state.apps and not dry_run:
+            if app_names and chosen != state.apps and dry_run:
+                click.echo(f"No device has a rule for {', '.join(app_names)}; without --dry-run castwall would only "
+                           "stop choosing it.\n\nDry run: nothing was changed.")
+                return
+            if app_names and chosen != state.apps:
                 with_apps = replace(state, apps=chosen, written=timestamp(svc))
                 save_state(svc, with_apps, problem)
                 click.echo(f"No device had a rule for {', '.join(app_names)}; no longer chosen, so setup gives it to none.")
