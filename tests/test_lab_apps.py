@@ -64,13 +64,15 @@ def test_catt_is_dropped_then_plays_after_setup_app_and_is_closed_again_by_remov
 
     after = lab.catt_cast(first, media)
     assert after.state == "PLAYING" and after.fetch["ok"] and after.fetch["bytes"] > 0, after
+    # castwall gave the contested address nothing. (Two hosts answer ARP for it, so catt may not even reach the
+    # device: whatever the ARP race, nothing may fetch from catt's port.)
+    assert not [line for line in lab.ufw_added() if f" {contested.ip} " in line]
     refused = lab.catt_cast(contested, media)
-    assert refused.state == "LOAD_FAILED", refused  # castwall gave the contested address nothing
+    assert refused.state != "PLAYING" and not (refused.fetch and refused.fetch["ok"]), refused
 
     with listen(lab, 45123):
         assert tcp_opens(lab, second.ns, 45123)  # a device castwall set up reaches the port ...
         assert not tcp_opens(lab, lab.other_ns, 45123)  # ... a host that is not a Cast device does not
-        assert not tcp_opens(lab, contested.ns, 45123)
         assert not tcp_opens(lab, second.ns, 47001)  # and only catt's ports are open
 
     again = lab.castwall("setup", "--yes")  # catt is kept in the state file: nothing to change
