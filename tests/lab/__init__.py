@@ -24,7 +24,7 @@ devices' DIAL logs, an mDNS probe, and chromium_discovery(), which runs
 Debian's Chromium in the workstation: chromium.py), faults.py (faults
 injected into ufw and iptables), hosts.py (hostile hosts, an impostor),
 dhcp.py (a real dnsmasq as the LAN's DHCP server) and senders.py (real Cast
-senders in the workstation: catt, pychromecast, and the media they serve).
+senders in the workstation: catt, pychromecast, VLC, and the media they serve).
 
 Needs root, iproute2, ufw, avahi-daemon, openssl (and nft, chromium for those two).
 Everything it starts is recorded and ended by PID on close(), which also
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from tests.lab.common import SAFE_PATH, LabError
+from tests.lab.common import NOBODY, SAFE_PATH, LabError
 from tests.lab.dhcp import DhcpServer
 from tests.lab.faults import Faults
 from tests.lab.hosts import HostileDial, OtherHosts, hostile_case  # noqa: F401 - the lab's API
@@ -55,7 +55,6 @@ from tests.lab.senders import Senders
 REPO = Path(__file__).resolve().parents[2]
 RESPONDER = Path(__file__).with_name("responder.py")
 CAST_DEVICE = Path(__file__).with_name("cast_device.py")
-NOBODY = 65534
 
 CATALOGUE = [
     ("Living Room TV", "Chromecast"),

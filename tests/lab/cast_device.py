@@ -23,6 +23,10 @@ Chromecast does:
   and a LOAD makes the device GET the media's URL itself (3 s to connect),
   as a real one does, through whatever firewall is on the way: PLAYING if
   that brought an HTTP 200 or 206 and at least a byte, else LOAD_FAILED.
+  For VLC's stream, read to its end, IDLE/FINISHED follows (other senders'
+  media plays on); where VLC's LOAD fails, its connection is closed instead
+  of answered (VLC would retry for ever). It answers a device-auth challenge
+  with a made-up signature (what VLC needs: cast_receiver.py).
   A connection that does not finish TLS within 5 s is closed, one that
   breaks the protocol (a bad or oversized frame, a payload that is not a
   JSON object) at once; an open one after 30 s of silence. Without --cert
@@ -45,12 +49,16 @@ and, from the Cast v2 receiver (port: the Cast port; a connection is (from, spor
     {"event": "cast-error", "from": IP, "sport": PORT, "port": 8009, "error": TEXT, "t": T}  (then closed)
     {"event": "launch", "from": IP, "app": APP_ID, "ok": BOOL, "t": T}
     {"event": "load", "from": IP, "url": URL, "content_type": TYPE, "t": T}
-    {"event": "fetch", "url": URL, "ok": BOOL, "status": CODE or null, "bytes": N, "error": TEXT or null, "t": T}
-    {"event": "media", "state": "PLAYING" | "LOAD_FAILED" | "PAUSED" | "IDLE", "session": ID or null, "t": T}
+    {"event": "fetch", "url": URL, "ok": BOOL, "status": CODE or null, "bytes": N, "complete": BOOL (read to its end),
+     "error": TEXT or null, "t": T}
+    {"event": "media", "state": "PLAYING" | "LOAD_FAILED" | "PAUSED" | "IDLE", "session": ID or null,
+     ("reason": "CANCELLED" | "FINISHED", for IDLE), "t": T}
+    {"event": "hangup", "from": IP, "sport": PORT, "port": 8009, "reason": TEXT, "t": T}  (the device closed it)
     {"event": "error", "error": TEXT, "where": FUNCTION, "t": T}  (a bug in the device, which carries on)
 A LOAD logs load, fetch, then media PLAYING or LOAD_FAILED (the senders see
-BUFFERING meanwhile, and IDLE after a failure); PLAY, PAUSE and STOP log
-media PLAYING, PAUSED and IDLE.
+BUFFERING meanwhile, and IDLE after a failure), and for VLC's stream read to
+its end media IDLE (reason FINISHED); PLAY, PAUSE and STOP log media PLAYING,
+PAUSED and IDLE (reason CANCELLED).
 
 One selector thread (and a short-lived thread per media fetch), standard
 library only, and cheap to start: a lab may run 150.

@@ -9,6 +9,29 @@ A LOAD makes the device fetch the media over HTTP from wherever the sender
 said, as a real device does (a short-lived thread per fetch; its outcome
 comes back to the loop through a socket pair). The events it logs are listed
 in cast_device.py. Standard library only: it runs under the tests' Python.
+
+What VLC 3.0's chromecast output needs of a device (the lab's other senders,
+catt and pychromecast, never see any of it):
+- an answer to its device-auth challenge (tp.deviceauth), else it waits for
+  one forever: the device answers every challenge with a DeviceAuthMessage
+  whose response has a (fake) signature and certificate; VLC only parses it
+  (both fields are required in its schema), a sender that checks the
+  signature (Chromium) finds it wrong, as for any device not signed by Google;
+- MEDIA_STATUS answers carrying its request's requestId (as every reply here
+  does), with a mediaSessionId other than 0;
+- IDLE/FINISHED once its stream has ended, or cvlc --play-and-exit waits
+  for ever: where the device fetched VLC's stream (from VLC's own HTTP
+  server) to its end, it says PLAYING, then IDLE with idleReason FINISHED.
+  For every other sender the media plays on without end, so that they may
+  PAUSE, PLAY and STOP it at leisure. (Not keyed on the LOAD's streamType
+  LIVE, which VLC sends: pychromecast 14 sends it too, by default.)
+- a hang-up instead of LOAD_FAILED: VLC answers a LOAD_FAILED by building
+  its stream again and loading it again, without end (or, for a short file,
+  by waiting for ever); only a dead link ends it. So when a fetch for VLC
+  fails (its sender id is always "sender-vlc"), the device logs the failure
+  as for anyone (fetch, media LOAD_FAILED), then closes VLC's connection
+  instead of answering (event "hangup"), and cvlc gives up and exits. Every
+  other sender gets its LOAD_FAILED (catt and pychromecast give up on it).
 """
 
 from __future__ import annotations
@@ -33,6 +56,7 @@ PLATFORM = "receiver-0"
 BROADCAST = "*"
 MEDIA_RECEIVER = "CC1AD845"  # the Default Media Receiver
 MEDIA_RECEIVER_NAME = "Default Media Receiver"
+VLC_SENDER = "sender-vlc"  # VLC 3.0's source id, always: it hears FINISHED, and is hung up on for LOAD_FAILED
 APP_NAMESPACES = [NS_MEDIA, "urn:x-cast:com.google.cast.cac", "urn:x-cast:com.google.cast.debugoverlay",
                   "urn:x-cast:com.google.cast.broadcast"]
 
@@ -363,9 +387,20 @@ class Channel:
         self.receiver.emit("cast-error", **self.fields(), error=error, t=time.time())
         self.conn.close()
 
-    def send(self, source: str, destination: str, namespace: str, payload: dict) -> None:
+    def send(self, source: str, destination: str, namespace: str, payload: dict | bytes) -> None:
+        """A JSON payload (dict), or a binary one (bytes: device auth's protobuf)."""
         if self.conn is not None:
-            self.conn.send(frame(encode_message(source, destination, namespace, json.dumps(payload))))
+            body = payload if isinstance(payload, bytes) else json.dumps(payload)
+            self.conn.send(frame(encode_message(source, destination, namespace, body)))
+
+
+def device_auth_response() -> bytes:
+    """DeviceAuthMessage{response: AuthResponse{signature, client_auth_certificate}}, both made up.
+
+    Both fields are required in the proto2 schema VLC parses the answer with;
+    what is in them it never checks.
+    """
+    return _field(2, _field(1, b"castwall-lab-signature") + _field(2, b"castwall-lab-certificate"))
 
 
 # --- the receiver --------------------------------------------------------------------
@@ -400,7 +435,9 @@ class Receiver:
         if msg.get("payload_type", 0) == 1:
             self.emit("cast", **base, type=None, binary=len(msg.get("payload_binary", b"")), t=time.time())
             if ns == NS_DEVICEAUTH:
-                return  # an auth challenge: no lab device can sign one, so it is left unanswered
+                # A challenge: answered, though no lab device can sign one (see the module).
+                ch.send(dst, src, ns, device_auth_response())
+                return
             raise FrameError(f"binary payload on {ns}")
         try:
             data = json.loads(msg.get("payload_utf8", ""))
@@ -493,12 +530,12 @@ class Receiver:
             self.media = {"id": self.media_seq, "state": "BUFFERING", "media": media, "position": 0.0,
                           "since": time.monotonic(), "item": 1}
             self.media_changed()  # BUFFERING, to every sender on the app: the media session exists
+            token = (self.media_seq, ch, reply, src)
             if self.fetching >= MAX_FETCHES:
-                self.on_fetched((self.media_seq, ch, reply), url, {"ok": False, "status": None, "bytes": 0,
-                                                                   "error": "too many fetches at once"})
+                self.on_fetched(token, url, {"ok": False, "status": None, "bytes": 0, "complete": False,
+                                             "error": "too many fetches at once"})
                 return
             self.fetching += 1
-            token = (self.media_seq, ch, reply)
             threading.Thread(target=self._fetch_thread, args=(token, url), daemon=True).start()
         elif mtype in ("PLAY", "PAUSE", "STOP", "SEEK"):
             session = data.get("mediaSessionId")
@@ -554,7 +591,8 @@ class Receiver:
         m["position"], m["since"] = self.position(), time.monotonic()
         m["state"], m["idle_reason"] = state, idle_reason
         if log:
-            self.emit("media", state=state, session=m["id"], t=time.time())
+            extra = {"reason": idle_reason} if state == "IDLE" else {}
+            self.emit("media", state=state, session=m["id"], **extra, t=time.time())
 
     def receiver_changed(self, reply) -> None:
         """The new receiver status: to the one who asked (with its requestId), then to every other sender."""
@@ -599,7 +637,7 @@ class Receiver:
         try:
             result = fetch(url)
         except Exception as e:  # noqa: BLE001 - whatever happens, the loop gets an outcome
-            result = {"ok": False, "status": None, "bytes": 0, "error": _error_text(e)}
+            result = {"ok": False, "status": None, "bytes": 0, "complete": False, "error": _error_text(e)}
         self.results.put((token, url, result))
         try:
             self.wake_w.send(b"x")
@@ -621,7 +659,7 @@ class Receiver:
             self.on_fetched(token, url, result)
 
     def on_fetched(self, token, url: str, result: dict) -> None:
-        session, ch, reply = token
+        session, ch, reply, sender = token
         self.emit("fetch", url=url, **result, t=time.time())
         if self.media is None or self.media["id"] != session or self.app is None:
             return  # stopped, or another LOAD came since
@@ -629,8 +667,15 @@ class Receiver:
         if result["ok"]:
             self.set_state("PLAYING")
             self.media_changed(reply if asker else None)
+            if result["complete"] and sender == VLC_SENDER:
+                # VLC's stream has ended, and so has its playing: IDLE/FINISHED, to every sender (requestId 0).
+                self.set_state("IDLE", idle_reason="FINISHED")
+                self.media_changed()
         else:
-            if asker:
+            if asker and sender == VLC_SENDER:  # it would retry for ever (see the module)
+                self.emit("hangup", **ch.fields(), reason="VLC's LOAD failed", t=time.time())
+                ch.conn.close()
+            elif asker:
                 reply({"type": "LOAD_FAILED", "itemId": self.media["item"], "detailedErrorCode": NETWORK_ERROR})
             self.set_state("IDLE", idle_reason="ERROR", log=False)
             self.emit("media", state="LOAD_FAILED", session=session, t=time.time())
@@ -639,13 +684,16 @@ class Receiver:
 
 
 def fetch(url: str) -> dict:
-    """GET url as a Cast device's media element does: {"ok", "status", "bytes", "error"}."""
+    """GET url as a Cast device's media element does: {"ok", "status", "bytes", "complete", "error"}.
+
+    complete: the body was read to its end (not cut at FETCH_MAX or FETCH_DEADLINE).
+    """
     import http.client
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return {"ok": False, "status": None, "bytes": 0, "error": f"unsupported URL {url[:200]!r}"}
+        return {"ok": False, "status": None, "bytes": 0, "complete": False, "error": f"unsupported URL {url[:200]!r}"}
     if parts.scheme == "https":
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
@@ -653,7 +701,7 @@ def fetch(url: str) -> dict:
     else:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=FETCH_CONNECT_TIMEOUT)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    status, got, error = None, 0, None
+    status, got, error, complete = None, 0, None, False
     deadline = time.monotonic() + FETCH_DEADLINE
     try:
         conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "*/*", "Range": "bytes=0-"})
@@ -662,6 +710,7 @@ def fetch(url: str) -> dict:
         while got < FETCH_MAX and time.monotonic() < deadline:
             chunk = response.read1(65536)
             if not chunk:
+                complete = True
                 break
             got += len(chunk)
     except (OSError, http.client.HTTPException, ValueError) as e:
@@ -671,4 +720,4 @@ def fetch(url: str) -> dict:
     ok = status in (200, 206) and got > 0
     if not ok and error is None:
         error = f"HTTP {status}" if status not in (200, 206) else "empty body"
-    return {"ok": ok, "status": status, "bytes": got, "error": error}
+    return {"ok": ok, "status": status, "bytes": got, "complete": complete, "error": error}

@@ -9,20 +9,33 @@
 - pychromecast_play(dev, url) does the same with the pychromecast of the
   lab's Python (Debian's 9.4 or PyPI's 14; pychromecast_sender.py) and a URL
   of the caller's, e.g. one from serve_media().
+- vlc_cast(dev, path) runs Debian's VLC 3.0 (cvlc, its chromecast stream
+  output) as nobody in the workstation (VLC refuses root), with a HOME of
+  its own in the lab's directory. VLC transcodes the file (a WAV to MP3 in
+  Matroska), serves it from its HTTP server on the workstation's port 8010
+  and LOADs that URL; the device fetches it through ufw, says PLAYING, then
+  IDLE/FINISHED (the stream has ended), and --play-and-exit ends cvlc. Where
+  the fetch fails, the device hangs up on VLC instead of answering
+  LOAD_FAILED (VLC would load again for ever), which ends cvlc too
+  (cast_receiver.py).
 - serve_media(directory, port) is a tiny HTTP server in the workstation;
   media_file() writes a short WAV file to serve.
 
 Each run waits for the device's own word on the LOAD (its "media" event,
 PLAYING or LOAD_FAILED, in cast.log), or for the sender to exit, or for the
-timeout; then ends the sender by PID and returns a SenderRun: what the
-device logged (load, fetch, media) and what the sender printed.
+timeout; a sender that ends by itself after that outcome (catt after a
+LOAD_FAILED, VLC after either) gets a few seconds to; then the lab ends the
+sender by PID and returns a SenderRun: what the device logged (load, fetch,
+media) and what the sender printed.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -32,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.lab.common import SAFE_PATH, LabError
+from tests.lab.common import NOBODY, SAFE_PATH, LabError
 
 if TYPE_CHECKING:
     from tests.lab import LabDevice
@@ -42,6 +55,21 @@ CATT = CATT_VENV / "bin" / "catt"
 PYCHROMECAST_SENDER = Path(__file__).with_name("pychromecast_sender.py")
 OUTCOMES = ("PLAYING", "LOAD_FAILED")
 CATT_EXIT_GRACE = 5.0  # after a LOAD_FAILED, catt says so and exits by itself (pychromecast 14 passes it on)
+VLC_EXIT_GRACE = 5.0  # after the outcome, cvlc ends by itself (the device's FINISHED or its hang-up): < 1 s
+# VLC's chromecast stream output and the demux filter that paces the input to the device; Debian's
+# vlc-plugin-base has both, under /usr/lib/<multiarch triplet>/vlc/plugins.
+VLC_PLUGINS = ("stream_out/libstream_out_chromecast_plugin.so", "demux/libdemux_chromecast_plugin.so")
+VLC_HTTP_PORT = 8010  # where VLC serves what it casts (its --sout-chromecast-http-port default)
+
+
+def vlc_missing() -> str | None:
+    """Why VLC cannot cast here (cvlc or its chromecast plugins absent), or None."""
+    if shutil.which("cvlc", path=SAFE_PATH) is None:
+        return "the lab's VLC sender needs cvlc (scripts/bootstrap installs vlc-bin and vlc-plugin-base)"
+    for plugin in VLC_PLUGINS:
+        if not glob.glob(f"/usr/lib/*/vlc/plugins/{plugin}") and not os.path.exists(f"/usr/lib/vlc/plugins/{plugin}"):
+            return f"VLC has no {plugin.split('/')[-1]} (scripts/bootstrap installs vlc-plugin-base)"
+    return None
 
 
 def catt_missing() -> str | None:
@@ -64,7 +92,7 @@ def pychromecast_missing(python: str) -> str | None:
 class SenderRun:
     """One sender's cast to one device, as the device logged it and the sender printed it."""
 
-    sender: str  # "catt" or "pychromecast"
+    sender: str  # "catt", "pychromecast" or "vlc"
     argv: list[str]
     returncode: int | None  # None: it was still running when the lab ended it
     ended_by_lab: bool
@@ -93,6 +121,16 @@ class SenderRun:
     @property
     def state(self) -> str | None:
         return self.media["state"] if self.media else None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the device said the media played to its end (IDLE, reason FINISHED: VLC's stream read to its end)."""
+        return any(e["event"] == "media" and e["state"] == "IDLE" and e.get("reason") == "FINISHED" for e in self.events)
+
+    @property
+    def hangup(self) -> dict | None:
+        """The device's closing of the sender's connection (VLC's, where its LOAD failed), if it did."""
+        return self.first("hangup")
 
     def __str__(self) -> str:
         tail = self.output[-3000:]
@@ -174,7 +212,29 @@ class Senders:
         env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": str(home), "TMPDIR": str(home / "tmp"),
                "PYTHONDONTWRITEBYTECODE": "1"}
         argv = [str(CATT), "-d", dev.ip, "cast", *extra, str(path)]
-        return self._run_sender("catt", dev, argv, env, timeout, wait_exit=False)
+        return self._run_sender("catt", dev, argv, env, timeout, wait_exit=False, exits_after=("LOAD_FAILED",),
+                                grace=CATT_EXIT_GRACE)
+
+    def vlc_cast(self, dev: LabDevice, path: Path, *, timeout: float = 30.0) -> SenderRun:
+        """cvlc casts path to dev from the workstation, as nobody, until the device's verdict and cvlc's end (see the module).
+
+        path must be readable by nobody (media_file()'s are). cvlc's exit status says
+        nothing (0 whether the cast worked or not): the device's events do.
+        """
+        why = vlc_missing()
+        if why:
+            raise LabError(why)
+        home = self.dir / "vlc-home"  # VLC writes ~/.local/share/vlc; GnuTLS reads ~/.gnutls
+        home.mkdir(exist_ok=True)
+        os.chown(home, NOBODY, NOBODY)
+        env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8", "HOME": str(home)}
+        argv = [shutil.which("cvlc", path=SAFE_PATH), "--no-video-title-show", str(path),
+                "--sout", "#chromecast", f"--sout-chromecast-ip={dev.ip}",
+                "--demux-filter=demux_chromecast",  # without it VLC ends before the device has read the stream
+                "--sout-chromecast-show-perf-warning=0",  # a video to transcode would wait for a dialog headless
+                "--play-and-exit"]  # ends cvlc on the device's FINISHED (or a dead link) instead of idling
+        return self._run_sender("vlc", dev, argv, env, timeout, wait_exit=False, exits_after=OUTCOMES,
+                                grace=VLC_EXIT_GRACE, root=False)
 
     def pychromecast_play(self, dev: LabDevice, url: str, *, content_type: str = "audio/wav", timeout: float = 15.0,
                           controls: bool = False, python: str | None = None) -> SenderRun:
@@ -193,7 +253,12 @@ class Senders:
         return run
 
     def _run_sender(self, name: str, dev: LabDevice, argv: list[str], env: dict, timeout: float, *,
-                    wait_exit: bool) -> SenderRun:
+                    wait_exit: bool, exits_after: tuple[str, ...] = (), grace: float = 0.0,
+                    root: bool = True) -> SenderRun:
+        """Run argv in the workstation (as nobody unless root) until the device's outcome, its exit or timeout.
+
+        After an outcome in exits_after the sender gets grace seconds to end by itself.
+        """
         runs = self.dir / "senders"
         runs.mkdir(exist_ok=True)
         n = len(list(runs.glob(f"{name}-*.out"))) + 1
@@ -201,8 +266,8 @@ class Senders:
         since = time.time()
         start = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(self.ws_argv(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(self.ws_argv(argv, root=root), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    env=env, start_new_session=True)
         self.procs.append(proc)
 
         def outcome() -> bool:
@@ -214,9 +279,9 @@ class Senders:
         while time.monotonic() < deadline and proc.poll() is None and (wait_exit or not outcome()):
             time.sleep(0.05)
         elapsed = time.monotonic() - start
-        if proc.poll() is None and not wait_exit and outcome() and self._state_since(dev, since) == "LOAD_FAILED":
-            try:  # catt reports the failure and exits by itself
-                proc.wait(timeout=CATT_EXIT_GRACE)
+        if proc.poll() is None and not wait_exit and outcome() and self._state_since(dev, since) in exits_after:
+            try:  # the sender ends by itself after this outcome: catt reports a failure, VLC hears FINISHED or is hung up on
+                proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 pass
         ended_by_lab = proc.poll() is None
