@@ -9,7 +9,7 @@ from castwall import __version__
 from castwall.hints import Hints, plain_rows
 from castwall import apps
 from castwall.model import AppChoice, Device, Kind, Plan, PortRange, Rule, State, Step, port_text
-from castwall.planner import Finding
+from castwall.findings import Finding
 from castwall.sanitize import safe_text
 from castwall.announcement import Rejected
 from castwall.state import device_json as _device_json
@@ -172,7 +172,6 @@ def steps_text(steps: Sequence[Step]) -> str:
 def status_rows(state: State | None, discovered: Sequence[Device] | None, rules: Sequence[Rule]) -> list[list[str]]:
     known: dict[str, Device] = {d.uuid: d for d in (state.devices if state else ())}
     seen = {d.uuid: d for d in discovered or ()}
-    chosen = state.apps if state else ()
     rows = []
     for uuid in sorted(known.keys() | seen.keys(), key=lambda u: (seen.get(u) or known[u]).name.casefold()):
         d = seen.get(uuid) or known[uuid]

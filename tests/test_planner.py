@@ -3,7 +3,8 @@ import ipaddress
 from castwall.model import Action, Kind, PortRange, Rule, State
 from dataclasses import replace
 
-from castwall.planner import Trust, assess, next_state, plan_setup, refusal, screen, select_devices, select_rules_to_remove
+from castwall.findings import assess
+from castwall.planner import Trust, next_state, plan_setup, refusal, screen, select_devices, select_rules_to_remove
 from tests.fakes import device
 
 PR = PortRange(32768, 60999)

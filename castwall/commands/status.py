@@ -11,7 +11,7 @@ from castwall.commands.services import Services
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.commands.check import candidates, measure
 from castwall.errors import ExitCode, UsageError
-from castwall.planner import Finding, assess
+from castwall.findings import Finding, assess
 from castwall.system import host
 from castwall.system.sysctl import read_port_range
 from castwall.system.ufw import installed_profiles

@@ -1,0 +1,152 @@
+"""Pure judgement for status: from the state file, ufw's rules and what is seen to the findings that need action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Collection, Mapping, Sequence
+
+from castwall import apps
+from castwall.model import Device, PortRange, Rule, State, port_text
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+    attention: bool = True
+
+
+def assess(
+    state: State | None,
+    port_range: PortRange,
+    discovered: Sequence[Device] | None,
+    live: Sequence[Rule] | None,
+    ufw: str,
+    odd_tagged: Sequence[str] = (),
+    *,
+    refused: Mapping[str, str] | None = None,
+    state_problem: str | None = None,
+    profiles: Collection[str] | None = None,
+) -> list[Finding]:
+    """What status reports: each thing that needs action, and useful notes.
+
+    discovered is None when discovery did not run; live is None when the live
+    ufw rules could not be read (not root). ufw is one of "active",
+    "inactive", "missing" or "unknown". refused maps the UUIDs of discovered
+    devices that may get no rule to the reason (see screen); state_problem
+    says why the state file could not be used. profiles names castwall's ufw
+    application profiles installed as castwall ships them (None: not known).
+    """
+    refused = refused or {}
+    out: list[Finding] = []
+    if state_problem:
+        out.append(Finding(
+            "state-unusable",
+            f"{state_problem}; 'sudo castwall setup' rebuilds it from castwall's rules in ufw and keeps the old file as a copy",
+        ))
+    if ufw == "missing":
+        out.append(Finding("ufw-missing", "ufw is not installed: install it with: sudo apt install ufw"))
+    elif ufw == "inactive":
+        out.append(Finding("ufw-inactive", "ufw is inactive: its rules, castwall's included, have no effect until 'sudo ufw enable'"))
+    elif ufw == "unknown":
+        out.append(Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)", False))
+    if state is None and not state_problem:
+        out.append(Finding("not-set-up", "castwall has not set anything up yet: run 'sudo castwall setup'"))
+    if state is None:
+        state = State(port_range=None, devices=(), rules=())
+    rules = list(live) if live is not None else list(state.rules)
+    owned = [r for r in rules if r.owner]
+    stale = sorted({str(r.ports) for r in owned if r.is_dial and r.ports != port_range})
+    if stale:
+        count = sum(1 for r in owned if r.is_dial and r.ports != port_range)
+        out.append(Finding(
+            "port-range-changed",
+            f"the local port range is now {port_range}, but {count} rule(s) were written for {', '.join(stale)}",
+        ))
+    reported: set[tuple[str | None, str | None]] = set()
+    if live is not None and not state_problem:
+        recorded = set(state.rules)
+        for r in state.rules:
+            if r not in live:
+                reported.add((r.owner, r.app))
+                out.append(Finding("rule-missing", f"the {_job(r, state)} for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
+        for r in owned:
+            if r not in recorded:
+                out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
+                                                      "does not record (an interrupted run?)"))
+    if profiles is not None:
+        for profile in sorted({r.profile_name for r in owned if r.profile and r.profile_name not in profiles}):
+            count = sum(1 for r in owned if r.profile_name == profile)
+            app = apps.by_profile(profile)
+            out.append(Finding("profile-changed", f"{count} rule(s) go through ufw's app profile {profile}, which is missing or "
+                                                  f"changed, so they may not open exactly TCP {port_text(app.ports)}: "
+                                                  "'sudo castwall setup' writes plain port rules instead"))
+    for line in odd_tagged:
+        out.append(Finding("rule-odd", f"ufw holds a rule tagged castwall that castwall did not write; left alone: {line}"))
+    if discovered is not None:
+        seen = {d.uuid: d for d in discovered}
+        # One finding per device, from its first rule (the UDP one, where it has it).
+        for r in {r.owner: r for r in sorted(owned, key=lambda r: not r.is_dial, reverse=True)}.values():
+            d = seen.get(r.owner)
+            if d is None:
+                out.append(Finding("device-missing", f"{_name(state, r.owner)} ({r.ip}) has a rule but was not seen on the LAN"))
+            elif d.ip != r.ip and d.uuid not in refused:
+                out.append(Finding("ip-moved", f"{d.name} moved from {r.ip} to {d.ip}: its rule is for the old address"))
+        for d in discovered:
+            if d.uuid in refused:
+                if d.contested:
+                    out.append(Finding("contested", f"{d.name} ({d.ip}) gets no rule: {refused[d.uuid]}"))
+                else:
+                    out.append(Finding("refused", f"{d.name} gets no rule: {refused[d.uuid]}", False))
+                continue
+            if any(r.ip == d.ip and r.is_dial for r in rules):
+                continue
+            if any(r.owner == d.uuid for r in owned):
+                continue  # reported above as moved
+            out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
+    out += _apps_missing(state, rules, discovered, refused, reported)
+    return out
+
+
+def _apps_missing(state: State, rules: Sequence[Rule], discovered: Sequence[Device] | None, refused: Mapping[str, str],
+                  reported: Collection[tuple[str | None, str | None]]) -> list[Finding]:
+    """Devices with castwall's UDP rule whose rule for a chosen app is missing, or for another port.
+
+    Not for a device seen elsewhere (moved), not seen, or refused (setup gives
+    none of them rules now), nor where the user's own rule already lets the
+    app's ports in; reported names the (device, app) rules that status already
+    says are missing from ufw.
+    """
+    out = []
+    owned = [r for r in rules if r.owner]
+    seen = None if discovered is None else {d.uuid: d for d in discovered}
+    for r in owned:
+        if not r.is_dial:
+            continue
+        if seen is not None and (r.owner not in seen or seen[r.owner].ip != r.ip or r.owner in refused):
+            continue
+        for c in state.apps:
+            if (r.owner, c.name) in reported:
+                continue
+            mine = [o for o in owned if o.owner == r.owner and o.ip == r.ip and o.app == c.name]
+            want = Rule(r.ip, c.ports, None, proto="tcp")
+            if any(o.ports == c.ports for o in mine) or any(u.owner is None and u.covers(want) for u in rules):
+                continue
+            if mine:
+                out.append(Finding("app-port", f"the {c.name} rule for {_name(state, r.owner)} ({r.ip}) is for "
+                                               f"{mine[0].traffic}, but {c.name} is chosen on TCP {port_text(c.ports)}: "
+                                               "run 'sudo castwall setup'"))
+            else:
+                out.append(Finding("app-missing", f"{_name(state, r.owner)} ({r.ip}) has no rule for {c.name} yet: "
+                                                  "run 'sudo castwall setup'"))
+    return out
+
+
+def _job(rule: Rule, state: State) -> str:
+    job = apps.purpose(rule, state.apps)
+    return "UDP rule" if job == "dial" else f"{job or 'TCP'} rule"
+
+
+def _name(state: State, uuid: str | None) -> str:
+    device = state.device(uuid) if uuid else None
+    return device.name if device else f"device {uuid}"
