@@ -163,7 +163,7 @@ def rule_for(choice: AppChoice, ip, owner: str, profiles: Iterable[str]) -> Rule
     return Rule(ip, choice.ports, owner, proto="tcp", app=choice.name, profile=through)
 
 
-def purpose(rule: Rule, choices: Sequence[AppChoice] = ()) -> str | None:
+def purpose(rule: Rule) -> str | None:
     """What a rule is for: "dial" (the UDP rule), the app a castwall TCP rule serves, or None (a user's TCP rule)."""
     return "dial" if rule.is_dial else rule.app
 

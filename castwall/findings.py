@@ -69,7 +69,7 @@ def assess(
         for r in state.rules:
             if r not in live:
                 reported.add((r.owner, r.app))
-                out.append(Finding("rule-missing", f"the {_job(r, state)} for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
+                out.append(Finding("rule-missing", f"the {_job(r)} for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
         for r in owned:
             if r not in recorded:
                 out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
@@ -142,8 +142,8 @@ def _apps_missing(state: State, rules: Sequence[Rule], discovered: Sequence[Devi
     return out
 
 
-def _job(rule: Rule, state: State) -> str:
-    job = apps.purpose(rule, state.apps)
+def _job(rule: Rule) -> str:
+    job = apps.purpose(rule)
     return "UDP rule" if job == "dial" else f"{job or 'TCP'} rule"
 
 

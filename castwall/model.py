@@ -110,6 +110,7 @@ class Device:
 
 
 PROTOCOLS = ("udp", "tcp")
+_APP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")  # a sender app's name: vlc, pulseaudio-dlna, tcp-range
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ class AppChoice:
     def __post_init__(self) -> None:
         if not isinstance(self.ports, PortRange):
             raise ValueError("an app's ports must be a port range")
-        if not re.match(r"^[a-z0-9][a-z0-9-]{0,40}$", self.name):
+        if not _APP_RE.match(self.name):
             raise ValueError(f"not an app name: {self.name!r}")
 
 
@@ -132,7 +133,6 @@ def port_text(ports: PortRange) -> str:
 
 
 PROFILE_PREFIX = "castwall-"  # castwall's ufw application profiles: castwall-vlc, castwall-catt, ...
-_APP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 
 @dataclass(frozen=True)

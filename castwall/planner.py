@@ -268,12 +268,12 @@ def select_rules_to_remove(
         chosen_rules.update(dict.fromkeys(hits))
     names = {d.uuid: d.name for d in known}
     for app in app_names:
-        hits = [r for r in owned if apps.purpose(r, chosen) == app]
+        hits = [r for r in owned if apps.purpose(r) == app]
         if not hits and app not in {c.name for c in chosen}:
             unmatched.append(app)
         chosen_rules.update(dict.fromkeys(hits))
     for r in sorted(chosen_rules, key=Rule.sort_key):
-        job = apps.purpose(r, chosen)
+        job = apps.purpose(r)
         what = "" if job == "dial" or job is None else f" ({job})"
         steps.append(Step(Action.DELETE, r, f"remove: {names.get(r.owner, r.owner)}{what}"))
     return steps, unmatched

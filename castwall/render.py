@@ -130,7 +130,7 @@ def allowed_list(plan: Plan, known: Sequence[Device] = ()) -> str:
     width = max(len(r.traffic) for r in rules)
     for r in rules:
         owner = safe_text(names.get(r.owner or "", f"device {r.owner}"))
-        job = apps.purpose(r, plan.apps)
+        job = apps.purpose(r)
         what = "" if job == "dial" else f" ({job or 'an app no longer chosen'})"
         note = " (not seen now; its rule is left as it was)" if r in plan.untouched else ""
         lines.append(f"  {str(r.ip):<15}  {r.traffic:<{width}}  {owner}{what}{note}")
@@ -146,7 +146,7 @@ def apps_section(plan: Plan, given: Sequence[AppChoice] = (), scoped: bool = Fal
     out = [f"Sender apps ({len(plan.apps)}): each device with a rule also gets TCP from its address to these ports:"]
     rows = []
     for c in plan.apps:
-        written = [r for r in rules if not r.is_dial and apps.purpose(r, plan.apps) == c.name]
+        written = [r for r in rules if not r.is_dial and apps.purpose(r) == c.name]
         if not written:
             how = "no device gets it in this run"
         elif all(r.profile for r in written):
@@ -293,9 +293,9 @@ def rejected_json(r: Rejected) -> dict:
     return {"via": "mdns", "instance": r.instance, "reason": r.reason}
 
 
-def rule_json(r: Rule, chosen: Sequence[AppChoice] = ()) -> dict:
+def rule_json(r: Rule) -> dict:
     return {"ip": str(r.ip), "proto": r.proto, "ports": [r.ports.low, r.ports.high], "profile": r.profile_name,
-            "for": apps.purpose(r, chosen) if r.owner else None, "owner": r.owner, "comment": r.comment}
+            "for": apps.purpose(r) if r.owner else None, "owner": r.owner, "comment": r.comment}
 
 
 def app_json(c: AppChoice) -> dict:

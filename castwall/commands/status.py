@@ -54,7 +54,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
             known=[render.device_json(d) for d in (state.devices if state else ())],
             discovered=None if survey is None else [render.device_json(d, survey.refused.get(d.uuid)) for d in survey.devices],
             ignored=None if survey is None else [render.rejected_json(r) for r in survey.rejected],
-            rules=[render.rule_json(r, state.apps if state else ()) for r in rules],
+            rules=[render.rule_json(r) for r in rules],
             apps=[render.app_json(c) for c in (state.apps if state else ())],
             findings=[render.finding_json(f) for f in findings],
             check=None if verdicts is None else [render.verdict_json(v, survey.refused.get(v.device.uuid)) for v in verdicts],
