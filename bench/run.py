@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -176,7 +175,7 @@ def measure(n: int, repeat: int) -> dict:
 def sender_apps(bench: Bench, out: dict, n: int, low_high: str) -> None:
     """setup --app vlc --app catt (3 rules a device, two through castwall's ufw profiles) against the same by hand."""
     lab = bench.lab
-    shutil.copy(REPO / "data" / "ufw-profiles" / "castwall", lab.dir / "etc-ufw" / "applications.d" / "castwall")
+    lab.install_profiles()
     print("   setup --yes --app vlc --app catt / remove --all, and the same by hand with ufw", flush=True)
     setups, applies, removes, adds, deletes = [], [], [], [], []
 

@@ -5,8 +5,6 @@ through the workstation's ufw (default deny). castwall's rules must open
 exactly that path: from the devices castwall set up, to the app's ports.
 """
 
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +12,9 @@ from tests.lab.senders import catt_missing, pychromecast_missing
 
 pytestmark = pytest.mark.lab
 
-PROFILES = Path(__file__).resolve().parents[1] / "data" / "ufw-profiles" / "castwall"
 TCP_PROBE = ("import socket, sys\n"
              "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
              "s.close()\n")
-
-
-def install_profiles(lab) -> None:
-    """castwall's ufw application profiles in the lab's private /etc/ufw, as the .deb installs them."""
-    shutil.copy(PROFILES, lab.dir / "etc-ufw" / "applications.d" / "castwall")
 
 
 def listen(lab, port: int):
@@ -44,7 +36,7 @@ def skip_without_catt():
 def test_catt_is_dropped_then_plays_after_setup_app_and_is_closed_again_by_remove(make_lab):
     skip_without_catt()
     lab = make_lab(devices=3)
-    install_profiles(lab)
+    lab.install_profiles()
     first, second, contested = lab.devices
     lab.add_impostor(contested.ip, "02:66:00:00:00:02")  # castwall refuses the address two hosts claim
     lab.ufw("allow", "22/tcp", check=True)
@@ -92,7 +84,7 @@ def test_the_ufw_command_and_its_library_write_the_same_app_rules_with_and_witho
     lab = make_lab(devices=2)
     for profiled in (False, True):
         if profiled:
-            install_profiles(lab)
+            lab.install_profiles()
         wrote = {}
         for path in ("cli", "library"):
             env = {"CASTWALL_UFW": "cli"} if path == "cli" else {}

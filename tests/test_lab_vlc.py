@@ -11,8 +11,6 @@ the fetch was dropped (cast_receiver.py).
 
 import os
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,6 @@ from tests.lab.senders import VLC_HTTP_PORT, vlc_missing
 pytestmark = pytest.mark.lab
 
 REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
-PROFILES = Path(__file__).resolve().parents[1] / "data" / "ufw-profiles" / "castwall"
 
 
 def need(why):
@@ -29,11 +26,6 @@ def need(why):
         if REQUIRE_LAB:
             pytest.fail(f"lab required but unavailable: {why}")
         pytest.skip(why)
-
-
-def install_profiles(lab) -> None:
-    """castwall's ufw application profiles in the lab's private /etc/ufw, as the .deb installs them."""
-    shutil.copy(PROFILES, lab.dir / "etc-ufw" / "applications.d" / "castwall")
 
 
 def stream_url(lab, run) -> bool:
@@ -89,7 +81,7 @@ def test_vlc_is_dropped_before_any_castwall_rule_and_gives_up(make_lab):
 def test_setup_app_vlc_lets_every_device_fetch_from_vlc_and_remove_takes_it_back(make_lab):
     need(vlc_missing())
     lab = make_lab(devices=2)
-    install_profiles(lab)
+    lab.install_profiles()
     tv, speaker = lab.devices
     lab.ufw("allow", "22/tcp", check=True)
     mine = lab.ufw_added()

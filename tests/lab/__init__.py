@@ -400,6 +400,10 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders):
         self._wait(lambda: f"Registering new address record for {new_ip}" in log.read_text(), f"{dev.name} at {new_ip}")
         time.sleep(1.5)  # avahi probes the new record (3 x 250 ms) before it answers with it
 
+    def install_profiles(self) -> None:
+        """castwall's ufw application profiles in the workstation's private /etc/ufw, as the .deb installs them."""
+        shutil.copy(REPO / "data" / "ufw-profiles" / "castwall", self.dir / "etc-ufw" / "applications.d" / "castwall")
+
     def set_port_range(self, low: int, high: int) -> None:
         self.ws(["sh", "-c", f"echo '{low} {high}' > /proc/sys/net/ipv4/ip_local_port_range"], check=True)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 
-from tests.lab import GROUP_NAME, REPO, Lab, hostile_case, missing_requirements
+from tests.lab import GROUP_NAME, Lab, hostile_case, missing_requirements
 from tests.lab.senders import catt_missing
 
 IN_RANGE, OUTSIDE = 45000, 8000
@@ -104,8 +103,7 @@ def demo(devices: int) -> int:
         if why:
             print(f"(skipped: {why})")
         else:
-            # castwall's ufw profiles, as the .deb installs them, in the lab's private /etc/ufw
-            shutil.copy(REPO / "data" / "ufw-profiles" / "castwall", lab.dir / "etc-ufw" / "applications.d" / "castwall")
+            lab.install_profiles()  # castwall's ufw profiles, as the .deb installs them
             first = lab.devices[0]
             media = lab.media_file()
             run = lab.catt_cast(first, media)
