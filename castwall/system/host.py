@@ -31,10 +31,16 @@ class Paths:
     arp: Path = ARP_PATH
     dnsmasq_dir: Path = Path("/etc/dnsmasq.d")
     ufw_profiles: Path = Path("/etc/ufw/applications.d/castwall")  # castwall's ufw application profiles (the .deb ships them)
+    systemd_booted: Path = Path("/run/systemd/system")  # present while systemd runs the system (sd_booted)
 
     @property
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
+
+    @property
+    def follow_record(self) -> Path:
+        """The last follow pass: when, how it ended, what it changed (status and follow status read it)."""
+        return self.state_dir / "follow-last.json"
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> Paths:
@@ -89,22 +95,17 @@ def _keep_copy(path: Path, stamp: str) -> Path | None:
     raise OSError(errno.EEXIST, "too many copies of the unusable state file")
 
 
-def write_state(path: Path, state: State, *, keep_old: bool = False, stamp: str = "") -> Path | None:
-    """Replace the state file atomically, readable by everyone (status runs without root).
+def write_file(path: Path, text: str) -> None:
+    """Replace a file atomically (a temporary file, fsync, rename), readable by everyone.
 
-    With keep_old, the file being replaced is first copied aside (an unusable
-    file is never thrown away); returns that copy's path. Raises BadData when
-    the state, or the copy, cannot be written; the old file is then untouched.
+    Raises OSError; the old file is then untouched.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    kept = None
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if keep_old:
-            kept = _keep_copy(path, stamp or "old")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dump_state(state))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -118,9 +119,26 @@ def write_state(path: Path, state: State, *, keep_old: bool = False, stamp: str 
             os.fsync(dirfd)
         finally:
             os.close(dirfd)
-    except OSError as exc:
+    except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
+
+
+def write_state(path: Path, state: State, *, keep_old: bool = False, stamp: str = "") -> Path | None:
+    """Replace the state file atomically, readable by everyone (status runs without root).
+
+    With keep_old, the file being replaced is first copied aside (an unusable
+    file is never thrown away); returns that copy's path. Raises BadData when
+    the state, or the copy, cannot be written; the old file is then untouched.
+    """
+    kept = None
+    try:
+        if keep_old:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            kept = _keep_copy(path, stamp or "old")
+        write_file(path, dump_state(state))
+    except OSError as exc:
         raise BadData(f"cannot write {path}: {exc.strerror or exc}") from None
     return kept
 

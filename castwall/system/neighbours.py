@@ -102,6 +102,33 @@ class NeighbourTable:
         return table
 
 
+def ask_arp(
+    ips: Sequence[Address],
+    interfaces: Sequence[NetInterface],
+    raw_arp: Callable[[Sequence[Address], str], dict[Address, set[str]]],
+) -> tuple[dict[Address, set[str]], str | None]:
+    """Ask by raw ARP, on the interface each address is attached to, who answers for it now.
+
+    Returns every MAC that answered, per address (addresses nobody answered
+    for are absent), and a warning when the question could not be asked on an
+    interface. Unlike the kernel's neighbour table this holds no stale entry:
+    after a move to another network, only the hosts there answer.
+    """
+    by_iface: dict[str, list[Address]] = {}
+    for ip in ips:
+        iface = attached_interface(ip, interfaces) if ip.version == 4 else None
+        if iface is not None:
+            by_iface.setdefault(iface.name, []).append(ip)
+    found: dict[Address, set[str]] = {}
+    warning = None
+    for iface, some in by_iface.items():
+        try:
+            found.update(raw_arp(some, iface))
+        except (OSError, RuntimeError) as exc:
+            warning = f"the ARP check on {iface} failed ({exc}); claims on an address were not checked"
+    return found, warning
+
+
 def resolve_macs(
     devices: Sequence[Device],
     interfaces: Sequence[NetInterface],
@@ -137,14 +164,7 @@ def resolve_macs(
     if check_claims and raw_arp is None:
         warning = "cannot check whether two hosts claim a device's address (needs root)"
     if raw_arp and probe:
-        by_iface: dict[str, list[Address]] = {}
-        for ip in probe:
-            by_iface.setdefault(attached_interface(ip, interfaces).name, []).append(ip)
-        for iface, ips in by_iface.items():
-            try:
-                extra.update(raw_arp(ips, iface))
-            except (OSError, RuntimeError) as exc:
-                warning = f"the ARP check on {iface} failed ({exc}); claims on an address were not checked"
+        extra, warning = ask_arp(probe, interfaces, raw_arp)
     result = []
     for d in devices:
         claims = set(extra.get(d.ip, ()))
