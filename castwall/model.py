@@ -276,6 +276,51 @@ class Plan:
         return tuple(sorted(self.kept + self.untouched + added, key=Rule.sort_key))
 
 
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Lan:
+    """A network this computer is on, as follow mode tells one from another: its subnet and that subnet's gateway."""
+
+    subnet: Subnet
+    gateway: Address | None = None  # this computer's default gateway on the subnet, if it has one there
+    gateway_mac: str | None = None  # the MAC that answered ARP for the gateway
+
+    def __post_init__(self) -> None:
+        if self.gateway_mac is not None:
+            object.__setattr__(self, "gateway_mac", canonical_mac(self.gateway_mac))
+
+    def __str__(self) -> str:
+        if self.gateway is None:
+            return f"{self.subnet} (no gateway)"
+        return f"{self.subnet} behind gateway {self.gateway}" + (f" ({self.gateway_mac})" if self.gateway_mac else "")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """What follow mode keeps of a device the user approved with setup.
+
+    mac and lan are what setup saw when the user approved it: the MAC that
+    answered ARP for its address, and the network it was on. away says why
+    follow withdrew its rules (None: they are in place); moves holds when
+    follow moved them (ISO 8601, the last hour's); stopped says why follow no
+    longer moves them, until the next setup.
+    """
+
+    uuid: str
+    mac: str | None
+    lan: Lan | None = None
+    away: str | None = None
+    moves: tuple[str, ...] = ()
+    stopped: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uuid", canonical_uuid(self.uuid))
+        if self.mac is not None:
+            object.__setattr__(self, "mac", canonical_mac(self.mac))
+
+
 @dataclass(frozen=True)
 class State:
     """What castwall set up: saved after every change, read by status without root."""
@@ -285,9 +330,13 @@ class State:
     rules: tuple[Rule, ...]
     written: str | None = None
     apps: tuple[AppChoice, ...] = ()  # the sender apps chosen with setup --app, given to every device
+    follow: tuple[Tracking, ...] = ()  # the devices the user approved, as follow mode keeps them
 
     def device(self, uuid: str) -> Device | None:
         return next((d for d in self.devices if d.uuid == uuid), None)
+
+    def tracking(self, uuid: str) -> Tracking | None:
+        return next((t for t in self.follow if t.uuid == uuid), None)
 
 
 EMPTY_STATE = State(port_range=None, devices=(), rules=())

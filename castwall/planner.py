@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from typing import Collection, Mapping, Sequence
 
 from castwall import apps
-from castwall.model import Action, Address, AppChoice, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, canonical_uuid
+from castwall.model import (Action, Address, AppChoice, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, Tracking,
+                            canonical_uuid)
 
 Network = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -226,17 +227,22 @@ def next_state(
     port_range: PortRange,
     written: str,
     chosen: Sequence[AppChoice] = (),
+    follow: Sequence[Tracking] | None = None,
 ) -> State:
-    """The state to save after a run: what was seen now, plus what still owns a rule, and the chosen apps."""
+    """The state to save after a run: what was seen now, plus what still owns a rule or is followed, and the chosen apps.
+
+    follow is what follow mode keeps (None: as before).
+    """
+    follow = tuple(previous.follow if previous else ()) if follow is None else tuple(follow)
     devices = {d.uuid: d for d in (previous.devices if previous else ())}
     devices.update({d.uuid: d for d in seen})
     current = {d.uuid for d in seen}
-    owners = {r.owner for r in owned}
+    owners = {r.owner for r in owned} | {t.uuid for t in follow}
     kept = sorted(
         (d for u, d in devices.items() if u in current or u in owners),
         key=lambda d: (d.name.casefold(), d.uuid),
     )
-    return State(port_range, tuple(kept), tuple(sorted(owned, key=Rule.sort_key)), written, tuple(chosen))
+    return State(port_range, tuple(kept), tuple(sorted(owned, key=Rule.sort_key)), written, tuple(chosen), follow)
 
 
 def select_rules_to_remove(

@@ -7,11 +7,11 @@ import json
 
 from castwall import apps
 from castwall.errors import BadData
-from castwall.model import AppChoice, Device, Kind, PortRange, Rule, State
+from castwall.model import AppChoice, Device, Kind, Lan, PortRange, Rule, State, Tracking
 from castwall.sanitize import safe_text
 
 FORMAT = "castwall-state"
-VERSION = 2  # 2: rules carry proto and app; the chosen sender apps (version 1 is still read)
+VERSION = 3  # 2: rules carry proto and app, the chosen sender apps; 3: follow mode (1 and 2 are still read)
 
 
 def device_json(d: Device) -> dict:
@@ -39,6 +39,16 @@ def app_json(c: AppChoice) -> dict:
     return {"name": c.name, "ports": [c.ports.low, c.ports.high]}
 
 
+def lan_json(lan: Lan | None) -> dict | None:
+    if lan is None:
+        return None
+    return {"subnet": str(lan.subnet), "gateway": None if lan.gateway is None else str(lan.gateway), "gateway_mac": lan.gateway_mac}
+
+
+def tracking_json(t: Tracking) -> dict:
+    return {"uuid": t.uuid, "mac": t.mac, "lan": lan_json(t.lan), "away": t.away, "moves": list(t.moves), "stopped": t.stopped}
+
+
 def dump_state(state: State) -> str:
     doc = {
         "format": FORMAT,
@@ -48,6 +58,7 @@ def dump_state(state: State) -> str:
         "devices": [device_json(d) for d in state.devices],
         "rules": [_rule_json(r) for r in state.rules],
         "apps": [app_json(c) for c in state.apps],
+        "follow": [tracking_json(t) for t in state.follow],
     }
     return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
 
@@ -94,6 +105,28 @@ def _app(item: dict) -> AppChoice:
     return AppChoice(item["name"], _ports(item["ports"]))
 
 
+def _text_or_none(value, limit: int = 300) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("a reason must be a string")
+    return None if value is None else safe_text(value, limit)
+
+
+def _lan(item) -> Lan | None:
+    if item is None:
+        return None
+    gateway = item.get("gateway")
+    return Lan(ipaddress.ip_network(item["subnet"]), None if gateway is None else ipaddress.ip_address(gateway),
+               item.get("gateway_mac"))
+
+
+def _tracking(item: dict) -> Tracking:
+    moves = item.get("moves") or []
+    if not isinstance(moves, list) or not all(isinstance(m, str) for m in moves):
+        raise ValueError("moves must be a list of times")
+    return Tracking(item["uuid"], item.get("mac"), _lan(item.get("lan")), _text_or_none(item.get("away")),
+                    tuple(moves), _text_or_none(item.get("stopped")))
+
+
 def load_state(text: str, source: str = "state file") -> State:
     """Parse a state document.
 
@@ -118,9 +151,12 @@ def load_state(text: str, source: str = "state file") -> State:
         chosen = tuple(_app(a) for a in doc.get("apps", []))
         if len({a.name for a in chosen}) != len(chosen):
             raise ValueError("an app is listed twice")
+        follow = tuple(_tracking(t) for t in doc.get("follow", []))
+        if len({t.uuid for t in follow}) != len(follow):
+            raise ValueError("a device is followed twice")
         written = doc.get("written")
         if written is not None and not isinstance(written, str):
             raise ValueError("written must be a string")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadData(f"{source} holds an invalid entry: {safe_text(exc, 120)}") from None
-    return State(port_range=port_range, devices=devices, rules=rules, written=written, apps=chosen)
+    return State(port_range=port_range, devices=devices, rules=rules, written=written, apps=chosen, follow=follow)

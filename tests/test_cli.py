@@ -78,7 +78,7 @@ def test_setup_writes_one_tagged_rule_per_device_and_saves_state(lan):
     state_file = lan.paths.state_file
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o644
     doc = json.loads(state_file.read_text())
-    assert doc["version"] == 2 and len(doc["rules"]) == 2 and {d["name"] for d in doc["devices"]} >= {"Whole House"}
+    assert doc["version"] == 3 and len(doc["rules"]) == 2 and {d["name"] for d in doc["devices"]} >= {"Whole House"}
 
     again = run(lan, "setup", "--yes")
     assert again.exit_code == 0 and "Nothing to change" in again.output
