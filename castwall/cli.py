@@ -354,6 +354,64 @@ def remove(svc: Services, selectors: tuple[str, ...], app_names: tuple[str, ...]
     run(svc, selectors, remove_all, yes, dry_run, app_names)
 
 
+@cli.group()
+def follow() -> None:
+    """Keep the rules with the devices when addresses change, and close them on other networks.
+
+    A pass (what 'follow run' does, and what the systemd timer runs every 5
+    minutes and the network hooks run when this computer joins a network)
+    rediscovers the devices setup allowed. It moves a device's rules to its
+    new address only when the device is announced from that one address, the
+    address passes setup's checks and only the MAC recorded at setup answers
+    ARP for it. It withdraws a device's rules while another MAC answers for
+    their address, or at once when this computer is on another network than
+    the one the device was allowed on (another gateway MAC or subnet), and
+    brings them back when the device answers there again. It never adds a
+    device that setup did not allow. A device that moves more than 3 times
+    within an hour is no longer followed until the next setup. Each change and
+    each refusal is one line (in the journal: journalctl -t castwall).
+    """
+
+
+@follow.command("run")
+@timeout_option
+@interface_option
+@click.pass_obj
+def follow_run(svc: Services, timeout: float, interfaces: tuple[str, ...]) -> None:
+    """Run one pass now, without asking (needs root); the service runs this."""
+    from castwall.commands.follow import run_pass
+
+    run_pass(svc, interfaces, timeout)
+
+
+@follow.command("enable")
+@click.pass_obj
+def follow_enable(svc: Services) -> None:
+    """Turn follow mode on: enable and start castwall-follow.timer, and run a pass now (needs root)."""
+    from castwall.commands.follow import enable
+
+    enable(svc)
+
+
+@follow.command("disable")
+@click.pass_obj
+def follow_disable(svc: Services) -> None:
+    """Turn follow mode off: disable and stop the timer; the network hooks then do nothing (needs root)."""
+    from castwall.commands.follow import disable
+
+    disable(svc)
+
+
+@follow.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of text.")
+@click.pass_obj
+def follow_status(svc: Services, as_json: bool) -> None:
+    """Say whether follow mode is on, what its last pass did, and how each allowed device stands (no root needed)."""
+    from castwall.commands.follow import status
+
+    status(svc, as_json)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
 @click.pass_obj

@@ -103,8 +103,15 @@ def assess(
                 continue
             if any(r.owner == d.uuid for r in owned):
                 continue  # reported above as moved
+            if any(t.uuid == d.uuid and (t.away or t.stopped) for t in state.follow):
+                continue  # reported below, with why follow mode withdrew its rules
             out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
     out += _apps_missing(state, rules, discovered, refused, reported)
+    for t in state.follow:
+        if t.stopped:
+            out.append(Finding("follow-stopped", f"follow mode no longer moves {_name(state, t.uuid)}'s rules: {t.stopped}"))
+        elif t.away:
+            out.append(Finding("away", f"follow mode withdrew {_name(state, t.uuid)}'s rules: {t.away}", False))
     return out
 
 

@@ -205,12 +205,15 @@ def status_text(
     discovered: Sequence[Device] | None,
     rules: Sequence[Rule],
     findings: Sequence[Finding],
+    follow: dict | None = None,
 ) -> str:
     out = [
         f"Port range:  {port_range}",
         f"Firewall:    {UFW_WORDS.get(ufw, ufw)}",
         f"State file:  {state_path}" + (f" (written {state.written})" if state and state.written else " (none yet)" if state is None else ""),
     ]
+    if follow is not None:
+        out.append(f"Follow mode: {follow_summary(follow)}")
     if state and state.apps:
         out.append("Apps:        " + "; ".join(apps.choice_text(c) for c in state.apps))
     out.append("")
@@ -232,6 +235,41 @@ def status_text(
         out += ["", "The rules are in place, but Chrome cannot find or reach some devices: see the fixes above."]
     else:
         out += ["", "Run 'sudo castwall setup' to bring the rules up to date."]
+    return "\n".join(out)
+
+
+# --- follow -----------------------------------------------------------------
+
+
+def last_pass_text(last: dict | None) -> str:
+    if last is None:
+        return "no pass has run yet"
+    changes = last.get("changes") or []
+    ended = "ended well" if last["exit"] == 0 else f"FAILED (exit {last['exit']}): {safe_text(last.get('error') or '', 300)}"
+    return f"{safe_text(str(last.get('finished')), 40)}, {ended}; {len(changes)} change(s)"
+
+
+def follow_summary(doc: dict) -> str:
+    """One line for status: on or off, and the last pass."""
+    return f"{doc['units']}; last pass: {last_pass_text(doc['last_pass'])}"
+
+
+def follow_text(doc: dict) -> str:
+    """follow status: the units, the last pass with its lines, and each approved device."""
+    out = [f"Follow mode: {doc['units']}", f"Last pass:   {last_pass_text(doc['last_pass'])}"]
+    last = doc["last_pass"] or {}
+    for key in ("changes", "refusals", "new_devices"):
+        out += [f"  {safe_text(str(line), 400)}" for line in last.get(key) or []]
+    if doc["state_problem"]:
+        out += ["", f"The state file is unusable: {safe_text(doc['state_problem'], 300)}; passes change nothing until "
+                    "'sudo castwall setup' rebuilds it."]
+    out.append("")
+    if not doc["devices"]:
+        out.append("No device is approved: follow mode follows only the devices 'sudo castwall setup' allowed.")
+        return "\n".join(out)
+    rows = [[safe_text(d["name"] or d["uuid"]), d["ip"] or "-", d["mac"] or "unknown", d["lan"] or "unknown (run setup)",
+             d["status"] + (f": {safe_text(d['reason'], 200)}" if d["reason"] else "")] for d in doc["devices"]]
+    out.append(table(["NAME", "ADDRESS", "APPROVED MAC", "APPROVED ON", "FOLLOW"], rows))
     return "\n".join(out)
 
 

@@ -44,6 +44,8 @@ class FakeUfw:
     dnsmasq_rejects: bool = False  # `dnsmasq --test` fails
     restart_fails: set[int] = field(default_factory=set)  # 1-based numbers of `systemctl restart` calls that fail
     restarts: int = 0
+    routes: str = "[]"  # `ip -j -4 route show default`
+    follow_timer: str | None = "disabled"  # castwall-follow.timer: "enabled", "disabled", or None (not installed)
 
     def which(self, program: str) -> str | None:
         if program == "ufw" and not self.installed:
@@ -55,8 +57,12 @@ class FakeUfw:
         self.calls.append(argv)
         if argv[:3] == ("ip", "-j", "addr"):
             return Completed(argv, 0, self.ip_addr, "")
+        if argv[:5] == ("ip", "-j", "-4", "route", "show"):
+            return Completed(argv, 0, self.routes, "")
         if argv[:2] == ("ip", "-j"):
             return Completed(argv, 0, "[]", "")
+        if argv[0] == "systemctl" and "castwall-follow" in argv[-1]:
+            return self._follow_unit(argv)
         if argv[0] == "systemctl":
             if argv[1] == "is-active":
                 return Completed(argv, 0 if argv[-1] == self.dnsmasq_unit else 3, "", "")
@@ -106,6 +112,21 @@ class FakeUfw:
             return Completed(argv, 0, "Rule inserted\n" if self.active else "Rules updated\n", "")
         self.lines.append(line)
         return Completed(argv, 0, "Rule added\n" if self.active else "Rules updated\n", "")
+
+    def _follow_unit(self, argv: tuple[str, ...]) -> Completed:
+        """systemctl for follow mode's units, as systemd 252 answers."""
+        verb = next(a for a in argv[1:] if not a.startswith("-"))
+        if verb == "show":
+            return Completed(argv, 0, "not-found\n" if self.follow_timer is None else "loaded\n", "")
+        if self.follow_timer is None:
+            return Completed(argv, 1, "", f"Failed to {verb} unit: Unit file {argv[-1]} does not exist.\n")
+        if verb == "is-enabled":
+            return Completed(argv, 0 if self.follow_timer == "enabled" else 1, "", "")
+        if verb == "is-active":
+            return Completed(argv, 0 if self.follow_timer == "enabled" else 3, "", "")
+        if verb in ("enable", "disable"):
+            self.follow_timer = verb + "d"
+        return Completed(argv, 0, "", "")
 
     # Only castwall's shapes are needed: allow proto udp|tcp from IP to any port P [comment C], and
     # allow from IP to any app NAME [comment C], printed back as ufw 0.36.2 prints them.

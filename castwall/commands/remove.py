@@ -43,15 +43,34 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
             owned, order = tuple(r for r in state.rules if r.owner), ()
             warn("not root: castwall's rules were taken from the state file, not read from ufw")
         steps, unmatched = select_rules_to_remove(owned, state.devices, selectors, app_names, state.apps)
+        # A device whose rules follow mode withdrew (away) has no rule, but is still approved: forget it.
+        away = {sel: _away(state, sel) for sel in unmatched}
+        unmatched = [sel for sel, uuids in away.items() if not uuids]
         if unmatched:
             raise NotFound(f"castwall has no rule for {', '.join(repr(s) for s in unmatched)}")
         chosen = () if remove_all else tuple(c for c in state.apps if c.name not in app_names)
         dns = svc.dnsmasq()
         removed = {s.rule for s in steps}
         staying = {r.owner for r in owned if r not in removed}
+        forget = {t.uuid for t in state.follow} if remove_all else (
+            {r.owner for r in removed} - staying | {u for uuids in away.values() for u in uuids})
+        follow = tuple(t for t in state.follow if t.uuid not in forget)
         change = dns.removal(None if remove_all else {d.mac for d in state.devices if d.uuid in staying and d.mac})
         if change is not None and change.empty:
             change = None
+        if not steps and change is None and remove_all and not dry_run:
+            _follow_off(svc)
+        if not steps and change is None and follow != state.follow:
+            if dry_run:
+                click.echo("No rule to remove; without --dry-run castwall would stop following "
+                           f"{len(state.follow) - len(follow)} device(s) whose rules follow mode withdrew.\n\nDry run: nothing was changed.")
+                return
+            kept = {r.owner for r in owned} | {t.uuid for t in follow}
+            save_state(svc, replace(state, devices=tuple(d for d in state.devices if d.uuid in kept), follow=follow,
+                                    written=timestamp(svc)), problem)
+            click.echo(f"No rule to remove; castwall no longer follows {len(state.follow) - len(follow)} device(s) "
+                       "whose rules follow mode had withdrawn.")
+            return
         if not steps and change is None:
             if app_names and chosen != state.apps and dry_run:
                 click.echo(f"No device has a rule for {', '.join(app_names)}; without --dry-run castwall would only "
@@ -83,12 +102,14 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
         def finish() -> None:
             remaining = firewall.rules().owned
             check_empty([s for s in steps if s.rule in remaining])
-            owners = {r.owner for r in remaining}
+            owners = {r.owner for r in remaining} | {t.uuid for t in follow}
             devices = tuple(d for d in state.devices if d.uuid in owners)
             rules = tuple(sorted(remaining, key=Rule.sort_key))
             with dns.applied(change, unit, progress) if change else contextlib.nullcontext():
-                save_state(svc, State(state.port_range, devices, rules, timestamp(svc), chosen), problem)
+                save_state(svc, State(state.port_range, devices, rules, timestamp(svc), chosen, follow), problem)
 
+        if remove_all:
+            _follow_off(svc)  # before the rules go: no pass may bring them back
         if change:
             dns.stage(change)
         try:
@@ -100,3 +121,21 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
         withdrawn = f" {', '.join(app_names)} no longer chosen: setup gives it to no device." if app_names else ""
         click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched.{withdrawn}"
                    + (f" {done_text(0, change)}" if change else ""))
+
+
+def _away(state: State, selector: str) -> set[str]:
+    """The UUIDs of approved devices without rules (follow mode withdrew them) that a --device selector names."""
+    uuids = set()
+    for t in state.follow:
+        d = state.device(t.uuid)
+        if (t.away or t.stopped) and (d.matches(selector) if d else selector.strip().lower() == t.uuid):
+            uuids.add(t.uuid)
+    return uuids
+
+
+def _follow_off(svc: Services) -> None:
+    """remove --all turns follow mode off too, first: no pass may bring rules back."""
+    from castwall.commands.follow import disable
+
+    if disable(svc, quiet_if_off=True):
+        progress("Follow mode turned off (castwall-follow.timer disabled and stopped).")

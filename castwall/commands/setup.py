@@ -15,9 +15,11 @@ from castwall.commands.change import confirm, done_text, drift, firewall_for, sa
 from castwall.commands.services import Services, not_root_hint, note, progress, warn
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.errors import NotFound, UsageError
+from castwall.follow import approvals
 from castwall.model import Address, AppChoice, Rule, State
 from castwall.planner import Trust, next_state, plan_setup, select_devices
 from castwall.system import host
+from castwall.system.gateway import current_lans
 from castwall.system.sysctl import read_port_range
 from castwall.system.ufw import installed_profiles
 
@@ -95,9 +97,14 @@ def run(
             click.echo("\nDry run: nothing was changed.")
             return
 
+        lans, lan_warning = current_lans(svc.runner, survey.interfaces, svc.raw_arp if root else None)
+        if lan_warning:
+            warn(lan_warning)
+
         def save(rules: Sequence[Rule]) -> None:
             owned = [r for r in rules if r.owner]
-            save_state(svc, next_state(previous, plan.devices, owned, port_range, timestamp(svc), chosen), problem)
+            follow = approvals(previous, [d for d in plan.devices if d.uuid not in survey.refused], owned, lans)
+            save_state(svc, next_state(previous, plan.devices, owned, port_range, timestamp(svc), chosen, follow), problem)
 
         if not plan.empty or (change and not change.empty):
             if not yes:

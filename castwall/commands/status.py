@@ -10,6 +10,7 @@ from castwall import render
 from castwall.commands.services import Services
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.commands.check import candidates, measure
+from castwall.commands.follow import report
 from castwall.errors import ExitCode, UsageError
 from castwall.findings import Finding, assess
 from castwall.system import host
@@ -44,6 +45,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     rules = live if live is not None else (state.rules if state else ())
     verdicts = measure(svc, candidates(survey, state, rules)[0], survey, rules, port_range) if check and survey else None
     findings += verdict_findings(verdicts or ())
+    follow = report(svc)
     if as_json:
         doc = render.document(
             "status",
@@ -57,6 +59,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
             rules=[render.rule_json(r) for r in rules],
             apps=[render.app_json(c) for c in (state.apps if state else ())],
             findings=[render.finding_json(f) for f in findings],
+            follow=follow,
             check=None if verdicts is None else [render.verdict_json(v, survey.refused.get(v.device.uuid)) for v in verdicts],
             ok=not any(f.attention for f in findings),
         )
@@ -70,6 +73,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
             discovered=discovered,
             rules=rules,
             findings=findings,
+            follow=follow,
         ))
     if any(f.attention for f in findings):
         click.get_current_context().exit(int(ExitCode.ATTENTION))
