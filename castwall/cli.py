@@ -109,7 +109,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       2  usage error
       3  status or check: something needs attention
       4  root needed
-      5  a required program is missing (ufw, ip; dnsmasq for --reserve; pychromecast for check --app)
+      5  a required program is missing (ufw, ip; dnsmasq for --reserve; pychromecast for check --app; systemd for follow)
       6  a ufw command or the dnsmasq reservations failed; any change of the run was undone
       7  a firewall change failed and could not be fully undone
       8  unusable system data (port range, state file, command output)

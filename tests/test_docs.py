@@ -32,6 +32,14 @@ def test_every_command_and_option_is_in_the_man_page():
     for param in cli.params:
         for opt in param.opts:
             assert opt in MAN_TEXT, f"man page lacks global option {opt}"
+    for name, group in commands().items():
+        for sub, cmd in getattr(group, "commands", {}).items():
+            assert f".B {name} {sub}" in MAN or f"{name} {sub}" in MAN_TEXT, f"man page lacks {name} {sub}"
+            assert f"castwall {name} {sub}" in README, f"README lacks castwall {name} {sub}"
+            for param in cmd.params:
+                if isinstance(param, click.Option):
+                    for opt in param.opts:
+                        assert opt in MAN_TEXT, f"man page lacks {opt} of {name} {sub}"
 
 
 def test_every_command_is_in_the_readme():
