@@ -13,6 +13,12 @@ response is one JSON line on stdout:
 It ends on "stop" or end of input, or after --timeout seconds.
 
     python3 mdns_probe.py --ip 192.168.77.10 --unicast 192.168.77.101 --timeout 10
+
+With --watch it asks nothing and reports every mDNS datagram it receives,
+this host's own queries too (they come back by multicast loopback), in the
+order they arrived, t on the monotonic clock that every namespace shares:
+
+    {"event": "packet", "from": IP, "sport": PORT, "response": BOOL, "instances": [PTR targets of SERVICE], "t": T}
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import struct
 import sys
 import time
 
-from responder import GROUP, PORT, PTR, SERVICE, encode_name
+from responder import GROUP, PORT, PTR, SERVICE, decode_name, encode_name
 
 QUERY_ID = 0x4C41  # legacy unicast queries carry an id; multicast ones 0
 
@@ -39,12 +45,61 @@ def is_response(data: bytes) -> bool:
     return len(data) >= 12 and bool(struct.unpack_from("!H", data, 2)[0] & 0x8000)
 
 
+def instances(data: bytes) -> list[str]:
+    """The service instances that a response's PTR records for SERVICE point to, from any section."""
+    found: list[str] = []
+    try:
+        qdcount, *counts = struct.unpack_from("!4H", data, 4)
+        offset = 12
+        for _ in range(qdcount):
+            offset = decode_name(data, offset)[1] + 4
+        for _ in range(sum(counts)):
+            name, offset = decode_name(data, offset)
+            rtype, _, _, length = struct.unpack_from("!HHIH", data, offset)
+            offset += 10
+            if rtype == PTR and name.lower() == SERVICE.lower():
+                found.append(decode_name(data, offset)[0])
+            offset += length
+    except (IndexError, ValueError, struct.error):  # a truncated or odd datagram: what it held so far
+        pass
+    return found
+
+
+def watch(ip: str, timeout: float) -> None:
+    """--watch: ask nothing, report every mDNS datagram (see the module's doc)."""
+    mc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mc.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    mc.bind(("", PORT))
+    mc.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(GROUP) + socket.inet_aton(ip))
+    sel = selectors.DefaultSelector()
+    sel.register(mc, selectors.EVENT_READ, "mdns")
+    sel.register(sys.stdin, selectors.EVENT_READ, "control")
+    print(json.dumps({"event": "listening"}), flush=True)
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        for key, _ in sel.select(left):
+            if key.data == "control":
+                chunk = os.read(sys.stdin.fileno(), 4096)
+                if not chunk or "stop" in chunk.decode().split():
+                    return
+                continue
+            data, (src, sport) = mc.recvfrom(9000)
+            if len(data) < 12:
+                continue
+            response = is_response(data)
+            print(json.dumps({"event": "packet", "from": src, "sport": sport, "response": response,
+                              "instances": instances(data) if response else [], "t": time.monotonic()}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--ip", required=True, help="this host's address on the LAN")
     p.add_argument("--unicast", action="append", default=[], help="also ask this host by legacy unicast")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--watch", action="store_true", help="ask nothing; report every mDNS datagram, queries too")
     args = p.parse_args(argv)
+    if args.watch:
+        return watch(args.ip, args.timeout)
 
     mc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     mc.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
