@@ -16,6 +16,8 @@ Layout (all namespaces are the lab's own; the host's network is never touched):
              makes it fetch the media itself), serves eureka_info on 8008
              and 8443, and logs it all to <dir>/cast.log
     <p>-ot   a host that is not a Cast device (it announces a printer)
+    <p>-gw   the LAN's gateway ({subnet}.1, MAC 02:ca:57:fe:00:01): the
+             workstation's default route goes through it (roaming.py)
 
 This module builds the LAN and runs things in it; the rest of Lab comes in
 parts, one job each: multicast.py (lose_multicast() makes the LAN drop mDNS
@@ -23,8 +25,11 @@ multicast towards the workstation with an nft bridge table in <p>-br, the
 devices' DIAL logs, an mDNS probe, and chromium_discovery(), which runs
 Debian's Chromium in the workstation: chromium.py), faults.py (faults
 injected into ufw and iptables), hosts.py (hostile hosts, an impostor),
-dhcp.py (a real dnsmasq as the LAN's DHCP server) and senders.py (real Cast
-senders in the workstation: catt, pychromecast, VLC, and the media they serve).
+dhcp.py (a real dnsmasq as the LAN's DHCP server), senders.py (real Cast
+senders in the workstation: catt, pychromecast, VLC, and the media they serve)
+and roaming.py (for follow mode: the gateway, a second LAN with the same
+subnet, the workstation roaming between them, hosts taking addresses, and a
+stand-in systemd running castwall-follow's passes).
 
 Needs root, iproute2, ufw, avahi-daemon, openssl (and nft, chromium for those two).
 Everything it starts is recorded and ended by PID on close(), which also
@@ -50,6 +55,7 @@ from tests.lab.dhcp import DhcpServer
 from tests.lab.faults import Faults
 from tests.lab.hosts import HostileDial, OtherHosts, hostile_case  # noqa: F401 - the lab's API
 from tests.lab.multicast import LOSSY_TABLE, MulticastAndDial  # noqa: F401
+from tests.lab.roaming import CAFE_GATEWAY_MAC, GATEWAY_MAC, STRANGER_MAC, LabHost, Roaming, SecondLan  # noqa: F401
 from tests.lab.senders import Senders
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,8 +112,9 @@ def missing_requirements() -> str | None:
     return None
 
 
-class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders):
-    """The LAN, built by start() and torn down by close(); multicast and DIAL, faults, other hosts, DHCP and senders come from the mixins."""
+class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming):
+    """The LAN, built by start() and torn down by close(); multicast and DIAL, faults, other hosts, DHCP, senders
+    and roaming come from the mixins."""
 
     def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None,
                  no_dial: tuple[int, ...] | list[int] | set[int] = ()):
@@ -201,6 +208,7 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders):
         proc = self._spawn(["ip", "netns", "exec", ws, "unshare", "--mount", "--propagation", "private", "sh", "-c", script], self.dir / "ws.log")
         self._wait(lambda: ready.exists(), "workstation mount namespace", proc)
         self.ws_pid = proc.pid
+        self._add_gateway(ws)
 
         total = self.count + self.strict_count
         for i in range(total):
@@ -391,14 +399,22 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders):
         return next(d for d in self.devices if d.name == name)
 
     def move(self, dev: LabDevice, new_ip: str) -> None:
-        """Give a device a new address, as a DHCP server without a reservation might."""
+        """Give a device a new address, as a DHCP server without a reservation might.
+
+        Its avahi announces the new address; its DIAL and Cast ports
+        (cast_device.py, bound to the address) start again there. Returns once
+        avahi answers with its records at new_ip and the ports are ready.
+        """
         log = dev.dir / "avahi.log"
         # Delete first: removing a primary address also removes its secondaries.
         self._sh("ip", "-n", dev.ns, "addr", "del", f"{dev.ip}/24", "dev", "eth0")
         self._sh("ip", "-n", dev.ns, "addr", "add", f"{new_ip}/24", "dev", "eth0")
         dev.ip = new_ip
+        ports_ready = self._restart_cast_device(dev)
         self._wait(lambda: f"Registering new address record for {new_ip}" in log.read_text(), f"{dev.name} at {new_ip}")
-        time.sleep(1.5)  # avahi probes the new record (3 x 250 ms) before it answers with it
+        # avahi probes the new records (3 x 250 ms) before it answers with them: wait until it does.
+        self._announced_at(dev, new_ip)
+        ports_ready()
 
     def install_profiles(self) -> None:
         """castwall's ufw application profiles in the workstation's private /etc/ufw, as the .deb installs them."""
@@ -427,6 +443,7 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders):
     # --- tearing down ---------------------------------------------------------
 
     def close(self) -> None:
+        self._end_follow_passes()
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()

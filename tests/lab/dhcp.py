@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.lab.systemctl import install_systemctl
 
 if TYPE_CHECKING:
     from tests.lab import LabDevice
@@ -20,21 +23,20 @@ class DhcpServer:
 
         Its dynamic pool is .first-.last, away from the devices' addresses, so
         an address a device gets outside it can only come from a reservation.
-        systemd does not run in a namespace, so a small stand-in answers
-        `systemctl is-active|restart dnsmasq.service` for castwall by
-        restarting this dnsmasq (calls logged in systemctl.log). ufw lets in
+        systemd does not run in a namespace, so the lab's stand-in systemctl
+        (systemctl.sh) answers `systemctl is-active|restart dnsmasq.service`
+        for castwall by restarting this dnsmasq (calls logged in systemctl.log). ufw lets in
         DHCP requests, as the admin of such a server would.
         """
-        dropins, shim = self.dir / "dnsmasq.d", self.dir / "systemctl"
+        dropins = self.dir / "dnsmasq.d"
         dropins.mkdir(mode=0o755)
         (dropins / "00-lab.conf").write_text("# the admin's own file, which castwall must not touch\nlog-dhcp\n")
         argv = ["/usr/sbin/dnsmasq", "--conf-file=/dev/null", f"--conf-dir={dropins}", "--port=0", "--interface=eth0",
                 "--bind-interfaces", f"--dhcp-range={self.subnet}.{first},{self.subnet}.{last},255.255.255.0,1h",
                 f"--dhcp-leasefile={self.dir / 'dnsmasq.leases'}", "--pid-file=/run/lab-dnsmasq.pid",
                 f"--log-facility={self.dir / 'dnsmasq.log'}", "--user=root"]
-        shim.write_text(_SYSTEMCTL_SHIM.format(argv=" ".join(argv), log=self.dir / "systemctl.log"))
-        shim.chmod(0o755)
-        self.ws(["mount", "--bind", str(shim), "/usr/bin/systemctl"], check=True)
+        (self.dir / "dnsmasq.cmd").write_text(shlex.join(argv) + "\n")
+        install_systemctl(self)
         self.ws(["systemctl", "restart", "dnsmasq.service"], check=True)
         self.ufw("allow", "in", "on", "eth0", "to", "any", "port", "67", "proto", "udp", check=True)
         return dropins
@@ -48,28 +50,3 @@ class DhcpServer:
         done = self._sh("ip", "netns", "exec", dev.ns, self.python, str(DHCP_CLIENT), "--iface", "eth0",
                         "--mac", dev.mac, timeout=30)
         return json.loads(done.stdout)
-
-
-_SYSTEMCTL_SHIM = """#!/bin/sh
-# The lab's stand-in for systemctl: one unit, dnsmasq.service, run by the lab.
-echo "$*" >> {log}
-pid() {{ cat /run/lab-dnsmasq.pid 2>/dev/null; }}
-running() {{ p=$(pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }}
-unit=""
-for a in "$@"; do case "$a" in *.service) unit="$a";; esac; done
-[ "$unit" = dnsmasq.service ] || {{ echo "Unit $unit could not be found." >&2; exit 4; }}
-case "$1" in
-is-active)
-    running && exit 0 || exit 3;;
-restart)
-    if running; then
-        p=$(pid); kill "$p"
-        for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    fi
-    rm -f /run/lab-dnsmasq.pid
-    {argv} || {{ echo "Job for dnsmasq.service failed." >&2; exit 1; }}
-    for i in $(seq 50); do running && exit 0; sleep 0.1; done
-    exit 1;;
-esac
-exit 1
-"""
