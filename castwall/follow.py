@@ -178,11 +178,14 @@ def plan_follow(
         home = next((r.ip for r in rules if r.is_dial), rules[0].ip if rules else (recorded.ip if recorded else None))
         s = by_uuid.get(uuid)
         target = None
-        if s is not None and s.ip != home:
+        if s is not None and any(ip != home for ip in s.addresses) and (uuid in refused or s.also_at):
+            # Announced from two addresses (a clone or a spoof), or refused by setup's screening: no move.
+            where = " and ".join(str(ip) for ip in s.addresses)
+            events.append(Event("refused", uuid, f"not moved: {name(uuid)} is announced from {where}, but "
+                                                 f"{refused.get(uuid) or s.contested or 'from more than one address'}"))
+        elif s is not None and s.ip != home:
             ok, why = _verify(t, s.ip, answers)
-            problems = [refused[uuid]] if uuid in refused else []
-            if ok is not True:
-                problems.append(why)
+            problems = [] if ok is True else [why]
             if not problems:
                 recent = [m for m in t.moves if (when := _parse_time(m)) is not None and now - when < WINDOW]
                 if len(recent) >= MAX_MOVES:
