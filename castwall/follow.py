@@ -226,7 +226,7 @@ def plan_follow(
             news[uuid] = Event("moved", uuid, f"moved: {name(uuid)}{old} to {target} (announced there alone, "
                                               f"and only its MAC {t.mac} answers ARP there)")
         elif wanted and (t.away or not rules):
-            before = f"it was away: {t.away}" if t.away else "its rules were missing from ufw"
+            before = "it was away" if t.away else "its rules were missing from ufw"
             news[uuid] = Event("restored", uuid, f"restored: {name(uuid)} at {target}, where only its MAC {t.mac} "
                                                  f"answers ARP ({before})")
         if wanted or uuid in moved_to:

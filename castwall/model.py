@@ -294,7 +294,7 @@ class Lan:
     def __str__(self) -> str:
         if self.gateway is None:
             return f"{self.subnet} (no gateway)"
-        return f"{self.subnet} behind gateway {self.gateway}" + (f" ({self.gateway_mac})" if self.gateway_mac else "")
+        return f"{self.subnet} behind gateway {self.gateway}" + (f" at {self.gateway_mac}" if self.gateway_mac else "")
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,32 @@ def demo(devices: int) -> int:
             expect(run.state == "PLAYING", "after setup --app catt, the device fetches the file and plays it")
             show(lab.ufw("status"))
 
+        say("Follow mode: the router gives the TV another lease, and a pass moves its rules there")
+        first = lab.devices[0]
+        old_ip, new_ip = first.ip, f"{lab.subnet}.180"
+        lab.move(first, new_ip)
+        result = lab.castwall("follow", "run")
+        show(result)
+        expect(result.returncode == 0 and f"moved: {first.name} from {old_ip} to {new_ip}" in result.stdout,
+               f"follow run moved {first.name}'s rules to {new_ip}, where only its MAC answers ARP")
+        expect(lab.udp_reaches({first.name: first.ns}, IN_RANGE) == {first.name},
+               f"{first.name} -> workstation UDP {IN_RANGE} from its new address: arrives")
+
+        say("The laptop joins a café's Wi-Fi: the same subnet, another gateway, a stranger at the TV's address")
+        cafe = lab.second_lan()
+        lab.roam("cafe")
+        result = lab.castwall("follow", "run")
+        show(result)
+        expect(not [line for line in lab.ufw_added() if "castwall:" in line],
+               "follow run withdrew every castwall rule at once: this is not the network the devices were approved on")
+        expect(lab.udp_reaches({"stranger": cafe.stranger.ns}, IN_RANGE) == set(),
+               f"the stranger at {cafe.stranger.ip} -> workstation UDP {IN_RANGE}: dropped")
+        lab.roam("home")
+        result = lab.castwall("follow", "run")
+        show(result)
+        expect(result.stdout.count("restored:") == len(lab.devices), "back home, follow run restored every device's rules")
+        show(lab.castwall("follow", "status", root=False))
+
         say("The LAN now loses multicast on its way to the workstation, as many Wi-Fi access points do")
         lab.lose_multicast()
         result = lab.castwall("check", "--json")
