@@ -17,7 +17,7 @@ from castwall.errors import BadData, CastwallError, MissingTool, NeedRoot, Netwo
 from castwall.follow import Event, FollowPlan, plan_follow, tracked
 from castwall.model import Rule
 from castwall.system import host
-from castwall.system.gateway import current_lans
+from castwall.system.gateway import default_routes, lans_of
 from castwall.system.neighbours import ask_arp
 from castwall.system.sysctl import read_port_range
 from castwall.system.systemd import Systemd
@@ -59,15 +59,15 @@ def _pass(svc: Services, firewall, interfaces: tuple[str, ...], timeout: float) 
     except NetworkUnavailable as exc:  # off every network: every rule that checks its network goes
         say(f"no network: {exc.message}")
         seen, refused, chosen = [], {}, []
-    lans, warning = current_lans(svc.runner, chosen, svc.raw_arp) if chosen else ([], None)
-    if warning:
-        warn(warning)
+    # One raw ARP question for everything: the devices' addresses, old and new, and the gateways.
+    routes = default_routes(svc.runner) if chosen else {}
     follow = tracked(state, ruleset.owned)
     ips = {r.ip for r in ruleset.owned} | {d.ip for d in state.devices if d.uuid in follow}
-    ips |= {d.ip for d in seen if d.uuid in follow}
+    ips |= {d.ip for d in seen if d.uuid in follow} | set(routes.values())
     answers, warning = ask_arp(sorted(ips, key=lambda ip: (ip.version, int(ip))), chosen, svc.raw_arp) if chosen else ({}, None)
     if warning:
         warn(warning)
+    lans = lans_of(chosen, routes, answers)
     svc.note(f"follow: {len(follow)} approved device(s), {len(seen)} seen, networks: {', '.join(map(str, lans)) or 'none'}")
     now = svc.now().astimezone(timezone.utc).replace(tzinfo=None)
     plan = plan_follow(state, seen, refused, ruleset.rules, answers, lans, port_range, now, profiles)

@@ -54,14 +54,19 @@ def lans_of(interfaces: Sequence[NetInterface], routes: dict[str, Address], macs
     return out
 
 
+def default_routes(runner: Runner) -> dict[str, Address]:
+    """Each interface's default gateway, as the kernel routes now (none where `ip` fails)."""
+    done = runner.run(["ip", "-j", "-4", "route", "show", "default"], timeout=10)
+    return parse_default_routes(done.stdout if done.returncode == 0 else "")
+
+
 def current_lans(
     runner: Runner,
     interfaces: Sequence[NetInterface],
     raw_arp: Callable[[Sequence[Address], str], dict[Address, set[str]]] | None,
 ) -> tuple[list[Lan], str | None]:
     """The networks this computer is on now, and a warning when the gateways' MACs could not be asked (no root)."""
-    done = runner.run(["ip", "-j", "-4", "route", "show", "default"], timeout=10)
-    routes = parse_default_routes(done.stdout if done.returncode == 0 else "")
+    routes = default_routes(runner)
     gateways = sorted(set(routes.values()), key=int)
     macs: dict[Address, set[str]] = {}
     warning = None
