@@ -14,6 +14,9 @@ then measures in the workstation namespace, process start included:
   castwall status (as nobody, after setup)
   sudo castwall setup --yes        vs  one `ufw allow` per device
   sudo castwall remove --all       vs  one `ufw delete` per device
+  sudo castwall follow run: nothing to change; up to 5 devices moved (vs a `ufw delete` and a
+  `ufw allow` per moved device); in a café's LAN, every rule withdrawn (vs one `ufw delete` per
+  device); back home, every rule restored (vs one `ufw allow` per device)
 and the peak RSS of discover, status and setup. Medians of --repeat runs (setup
 and remove: one run per repeat, each on a fresh ruleset). Timings are reported,
 never asserted: this machine is noisy.
@@ -165,6 +168,7 @@ def measure(n: int, repeat: int) -> dict:
                    remove_apply=statistics.median(remove_applies), setup_rss=max(rss), remove=statistics.median(removes),
                    ufw_adds=statistics.median(adds), ufw_deletes=statistics.median(deletes))
         sender_apps(bench, out, n, low_high)
+        follow_mode(bench, out, n)
         lossy(bench, out, n)
         print("   avahi-browse (last: it starts an avahi-daemon in the workstation)", flush=True)
         out["avahi_browse"], out["avahi_browse_found"] = avahi_browse(lab, want)
@@ -201,6 +205,61 @@ def sender_apps(bench: Bench, out: dict, n: int, low_high: str) -> None:
         deletes.append(t)
     out.update(apps_setup=statistics.median(setups), apps_apply=statistics.median(applies), apps_remove=statistics.median(removes),
                apps_ufw_adds=statistics.median(adds), apps_ufw_deletes=statistics.median(deletes))
+
+
+def follow_mode(bench: Bench, out: dict, n: int) -> None:
+    """follow run: a pass with nothing to change, moves, the café and home again, each against the same ufw calls by hand.
+
+    The manual way of a move is a `ufw delete` of the old rule and a `ufw allow`
+    of the new one; of the café, one `ufw delete` per device; of home, one `ufw
+    allow` per device. They are timed on rules of their own (another port
+    range), so castwall's rules stay as the passes left them.
+    """
+    lab = bench.lab
+    done = bench.castwall("setup", "--yes")
+    expect(done.returncode == 0, f"setup before follow failed: {done.stderr.strip()[-300:]}")
+
+    def passed(done):
+        expect(done.returncode == 0, f"follow run failed: {done.stderr.strip()[-300:]}")
+
+    def by_hand(verb: list[str], devices) -> float:
+        t, _ = timed(lambda: [lab.ufw(*verb, *bench.rule_args(d, "1000:2000"), check=True) for d in devices])
+        return t
+
+    print("   follow run, nothing to change", flush=True)
+    out["follow_idle"], runs = bench.median(lambda: bench.castwall("follow", "run", rss=True), passed)
+    out["follow_rss"] = max(rss_kib(r.stderr) or 0 for r in runs)
+    expect(all("nothing to change" in r.stdout for r in runs), "an idle follow pass changed something")
+
+    movers = lab.devices[:min(n, 5)]
+    homes = [d.ip for d in movers]
+    print(f"   follow run after {len(movers)} device(s) moved, and the same by hand with ufw", flush=True)
+    passes, manual = [], []
+    for k in range(bench.repeat):
+        for i, (d, home) in enumerate(zip(movers, homes)):
+            lab.move(d, home if k % 2 else f"{lab.subnet}.{200 + i}")
+        time.sleep(QUIET)
+        t, done = timed(lambda: bench.castwall("follow", "run"))
+        passed(done)
+        expect(done.stdout.count("castwall follow: moved:") == len(movers), f"follow run did not move {len(movers)} devices")
+        passes.append(t)
+        manual.append(by_hand(["allow"], movers) + by_hand(["delete", "allow"], movers))
+    out.update(follow_moves=len(movers), follow_move=statistics.median(passes), follow_move_by_hand=statistics.median(manual))
+
+    print("   follow run in a café's LAN (every rule withdrawn) and back home (every rule restored)", flush=True)
+    lab.roam("cafe")
+    out["follow_cafe"], done = timed(lambda: bench.castwall("follow", "run"))
+    passed(done)
+    expect(not [x for x in lab.ufw_added() if "castwall:" in x], "the café pass left castwall rules")
+    lab.roam("home")
+    time.sleep(QUIET)
+    out["follow_home"], done = timed(lambda: bench.castwall("follow", "run"))
+    passed(done)
+    expect(len([x for x in lab.ufw_added() if "castwall:" in x]) == n, "the pass back home did not restore every rule")
+    out["follow_allows"] = by_hand(["allow"], lab.devices)
+    out["follow_deletes"] = by_hand(["delete", "allow"], lab.devices)
+    done = bench.castwall("remove", "--all", "--yes")
+    expect(done.returncode == 0 and not lab.ufw_added(), "remove --all after follow left rules")
 
 
 def lossy(bench: Bench, out: dict, n: int) -> None:
@@ -309,7 +368,7 @@ def table(start: dict, sizes: list[dict], when: str) -> str:
         head = f"{s['n']} ({s['services']})"
         n = s["n"]
         disc_limit = 0.8 if n == 1 else 1.0
-        rss = max(s["discover_rss"], s["status_rss"], s["setup_rss"]) / 1024
+        rss = max(s["discover_rss"], s["status_rss"], s["setup_rss"], s["follow_rss"]) / 1024
         lines += [
             f"| {head}: discover | {ms(s['discover'])} | pychromecast discover_chromecasts {ms(s.get('pychromecast'))}"
             f" (found {s.get('pychromecast_found', 'n/a')}) | {ratio(s['discover'], s.get('pychromecast'))} | "
@@ -341,10 +400,18 @@ def table(start: dict, sizes: list[dict], when: str) -> str:
             f"{ms(s['apps_ufw_adds'])} | {ratio(s['apps_apply'], s['apps_ufw_adds'])} | |",
             f"| {head}: remove --all ({3 * n} rules) | {ms(s['apps_remove'])} | {3 * n} x ufw delete {ms(s['apps_ufw_deletes'])} | "
             f"{ratio(s['apps_remove'], s['apps_ufw_deletes'])} | |",
+            f"| {head}: follow run, nothing to change | {ms(s['follow_idle'])} | | | |",
+            f"| {head}: follow run, {s['follow_moves']} device(s) moved | {ms(s['follow_move'])} | {s['follow_moves']} x "
+            f"(ufw delete + ufw allow) {ms(s['follow_move_by_hand'])} | {ratio(s['follow_move'], s['follow_move_by_hand'])} | |",
+            f"| {head}: follow run in a café (every rule withdrawn) | {ms(s['follow_cafe'])} | {n} x ufw delete "
+            f"{ms(s['follow_deletes'])} | {ratio(s['follow_cafe'], s['follow_deletes'])} | |",
+            f"| {head}: follow run back home (every rule restored) | {ms(s['follow_home'])} | {n} x ufw allow "
+            f"{ms(s['follow_allows'])} | {ratio(s['follow_home'], s['follow_allows'])} | |",
             f"| {head}: status (no root, after setup) | {ms(s['status'])} | | | "
             f"<= 1.2 s at 50: {verdict(s['status'], 1.2) if n == 50 else '-'} |",
-            f"| {head}: peak RSS discover / status / setup | {s['discover_rss'] // 1024} / {s['status_rss'] // 1024} / "
-            f"{s['setup_rss'] // 1024} MB | | | <= 60 MB: {'met' if rss <= 60 else 'NOT MET'} |",
+            f"| {head}: peak RSS discover / status / setup / follow run | {s['discover_rss'] // 1024} / "
+            f"{s['status_rss'] // 1024} / {s['setup_rss'] // 1024} / {s['follow_rss'] // 1024} MB | | | "
+            f"<= 60 MB: {'met' if rss <= 60 else 'NOT MET'} |",
         ]
     return "\n".join(lines) + "\n"
 
