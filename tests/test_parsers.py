@@ -193,6 +193,19 @@ def test_arp_reply_parsed_and_everything_else_ignored():
     assert rawarp.parse_reply(reply_frame("192.168.77.101", "02:ca:57:00:00:01")[:41]) is None
 
 
+def test_an_arp_reply_must_come_from_the_mac_it_names_and_answer_our_request():
+    me, my_ip = b"\x02" * 6, ipaddress.IPv4Address("192.168.77.10")
+    honest = reply_frame("192.168.77.101", "02:ca:57:00:00:01")
+    honest = honest[:38] + my_ip.packed  # the reply names us as its target, as an answer to our request does
+    assert rawarp.parse_reply(honest, me, my_ip) == (ipaddress.IPv4Address("192.168.77.101"), "02:ca:57:00:00:01")
+    forged = honest[:6] + bytes.fromhex("026666666666") + honest[12:]  # sent from another card, naming the TV's MAC
+    assert rawarp.parse_reply(forged) is None and rawarp.parse_reply(forged, me, my_ip) is None
+    elsewhere = honest[:38] + ipaddress.IPv4Address("192.168.77.11").packed  # an answer to another host's question
+    assert rawarp.parse_reply(elsewhere) is not None and rawarp.parse_reply(elsewhere, me, my_ip) is None
+    to_other = b"\x04" * 6 + honest[6:32] + b"\x04" * 6 + honest[38:]
+    assert rawarp.parse_reply(to_other, me, my_ip) is None
+
+
 @given(st.binary(max_size=80))
 def test_arp_parser_never_raises(frame):
     got = rawarp.parse_reply(frame)

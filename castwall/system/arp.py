@@ -33,13 +33,26 @@ def request(src_mac: bytes, src_ip: ipaddress.IPv4Address, target: ipaddress.IPv
         1, ETH_P_IP, 6, 4, ARP_REQUEST, src_mac, src_ip.packed, bytes(6), target.packed)
 
 
-def parse_reply(frame: bytes) -> tuple[ipaddress.IPv4Address, str] | None:
-    """The (address, MAC) an Ethernet frame answers with, or None for anything but an ARP reply."""
+def parse_reply(frame: bytes, to_mac: bytes | None = None, to_ip: ipaddress.IPv4Address | None = None,
+                ) -> tuple[ipaddress.IPv4Address, str] | None:
+    """The (address, MAC) an Ethernet frame answers with, or None for anything but a plausible ARP reply.
+
+    The MAC in the ARP body must be the frame's Ethernet source: a host that
+    sends a reply naming another host's MAC from its own card is ignored (it
+    would have to forge its source address too). With to_mac and to_ip, the
+    reply must also be addressed to them, as an answer to our request is.
+    """
     if len(frame) < _HEADER.size + _ARP.size:
         return None
-    _, _, ethertype = _HEADER.unpack_from(frame)
-    htype, ptype, hlen, plen, op, sha, spa, _, _ = _ARP.unpack_from(frame, _HEADER.size)
+    dst, src, ethertype = _HEADER.unpack_from(frame)
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, _HEADER.size)
     if ethertype != ETH_P_ARP or (htype, ptype, hlen, plen, op) != (1, ETH_P_IP, 6, 4, ARP_REPLY):
+        return None
+    if sha != src:
+        return None
+    if to_mac is not None and (tha != to_mac or dst != to_mac):
+        return None
+    if to_ip is not None and tpa != to_ip.packed:
         return None
     try:
         return ipaddress.IPv4Address(spa), canonical_mac(sha.hex(":"))
@@ -75,7 +88,7 @@ def packet_arp(ips: Sequence[Address], iface: str, timeout: float = 0.5) -> dict
             frame, address = sock.recvfrom(2048)
             if address[2] == PACKET_OUTGOING:
                 continue
-            reply = parse_reply(frame)
+            reply = parse_reply(frame, src_mac, src_ip)
             if reply and reply[0] in wanted:
                 found.setdefault(reply[0], set()).add(reply[1])
     return found
