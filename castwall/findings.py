@@ -109,7 +109,8 @@ def assess(
     out += _apps_missing(state, rules, discovered, refused, reported)
     for t in state.follow:
         if t.stopped:
-            out.append(Finding("follow-stopped", f"follow mode no longer moves {_name(state, t.uuid)}'s rules: {t.stopped}"))
+            out.append(Finding("follow-stopped", f"follow mode withdrew {_name(state, t.uuid)}'s rules and no longer follows "
+                                                 f"it: {t.stopped}"))
         elif t.away:
             out.append(Finding("away", f"follow mode withdrew {_name(state, t.uuid)}'s rules: {t.away}", False))
     return out

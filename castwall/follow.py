@@ -12,7 +12,7 @@ answers there again. Withdrawing is always allowed; opening needs all the proofs
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Collection, Mapping, Sequence
 
 from castwall import apps
@@ -59,6 +59,12 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def recent_moves(t: Tracking, now: datetime) -> int:
+    """How many times follow mode moved the device within the last hour."""
+    naive = now.replace(tzinfo=None) if now.tzinfo is None else now.astimezone(timezone.utc).replace(tzinfo=None)
+    return sum(1 for m in t.moves if (when := _parse_time(m)) is not None and naive - when < WINDOW)
+
+
 def lan_for(ip: Address, lans: Sequence[Lan]) -> Lan | None:
     """The network an address is on, among this computer's (None: reached through a router)."""
     return next((lan for lan in lans if ip.version == lan.subnet.version and ip in lan.subnet), None)
@@ -73,9 +79,11 @@ def approvals(previous: State | None, seen: Sequence[Device], owned: Sequence[Ru
     """
     owners = {r.owner for r in owned}
     out = {t.uuid: t for t in tracked(previous, ()).values() if t.uuid in owners or t.away or t.stopped}
+    before = tracked(previous, ())
     for d in seen:
-        if d.uuid in owners:
-            out[d.uuid] = Tracking(d.uuid, d.mac, lan_for(d.ip, lans))
+        if d.uuid in owners:  # an ARP answer missed now does not forget the MAC approved before
+            old = before.get(d.uuid)
+            out[d.uuid] = Tracking(d.uuid, d.mac or (old.mac if old else None), lan_for(d.ip, lans))
     return tuple(sorted(out.values(), key=lambda t: t.uuid))
 
 
@@ -100,21 +108,26 @@ def lan_problem(t: Tracking, lans: Sequence[Lan]) -> str | None:
     here = [lan for lan in lans if lan.subnet == t.lan.subnet]
     if not here:
         return f"this computer has no address on {t.lan.subnet} now (approved on {t.lan})"
-    now = here[0]
-    same = now.gateway == t.lan.gateway and (t.lan.gateway_mac is None or now.gateway_mac == t.lan.gateway_mac)
-    if same:
-        return None
-    return f"this computer is on another network ({now}), not the one it was approved on ({t.lan})"
+    for now in here:  # two interfaces may be on the subnet: one that matches is enough
+        if now.gateway == t.lan.gateway and (t.lan.gateway_mac is None or now.gateway_mac == t.lan.gateway_mac):
+            return None
+    return f"this computer is on another network ({here[0]}), not the one it was approved on ({t.lan})"
 
 
-def _verify(t: Tracking, ip: Address, answers: Mapping[Address, Collection[str]]) -> tuple[bool | None, str]:
-    """Whether only the approved MAC answers ARP for ip: True, False (another MAC does), None (unknown)."""
+def _verify(t: Tracking, ip: Address, answers: Mapping[Address, Collection[str]], shared: str | None = None) -> tuple[bool | None, str]:
+    """Whether only the approved MAC answers ARP for ip: True, False (another MAC does), None (unknown).
+
+    shared names another approved device with the same MAC (a repeater that
+    rewrites MACs, say): ARP then cannot prove which of them answers.
+    """
+    macs = set(answers.get(ip, ()))
     if t.mac is None:
         return None, "no MAC was recorded when you approved it (run 'sudo castwall setup' while it answers ARP)"
-    macs = set(answers.get(ip, ()))
     if not macs:
         return None, f"nobody answers ARP for {ip}"
     if macs == {t.mac}:
+        if shared:
+            return None, f"its MAC {t.mac} is also {shared}'s, so ARP cannot tell which of them answers"
         return True, f"{ip} is answered by its MAC {t.mac}"
     others = ", ".join(sorted(macs - {t.mac}))
     also = " as well as by its own" if t.mac in macs else f", not by its MAC {t.mac}"
@@ -137,125 +150,144 @@ def plan_follow(
     seen are the devices discovered now (screened: refused maps the UUIDs
     that screen() turned down to the reason, a contested device among them);
     firewall holds every rule of castwall's shape in ufw; answers maps
-    addresses to the MACs that answered raw ARP for them just now (the
-    tracked devices' addresses, old and new); lans are this computer's
-    networks now. now is naive UTC.
+    addresses to the MACs that answered raw ARP for them just now (every
+    address that holds a tracked device's rules or where one is seen); lans
+    are this computer's networks now. now is naive UTC.
     """
     owned = [r for r in firewall if r.owner]
     untagged = [r for r in firewall if r.owner is None]
     follow = tracked(state, owned)
     by_uuid = {d.uuid: d for d in seen}
     devices = {d.uuid: d for d in state.devices}
+    by_mac: dict[str, list[str]] = {}
+    for t in follow.values():
+        if t.mac:
+            by_mac.setdefault(t.mac, []).append(t.uuid)
     events: list[Event] = []
-    deletes: list[Step] = []
-    adds: dict[str, list[Step]] = {}
+    withdrawals: list[Step] = []
+    moves: dict[str, tuple[list[Step], list[Step], Event | None]] = {}  # uuid -> (stale deletes, adds, its line)
     targets: dict[str, Address] = {}
     new_follow: dict[str, Tracking] = {}
-    moved_to: dict[str, Address] = {}
-    news: dict[str, Event] = {}  # moved and restored, said once the clash check lets them through
 
     def name(uuid: str) -> str:
         d = devices.get(uuid) or by_uuid.get(uuid)
         return d.name if d else f"device {uuid}"
 
-    def withdraw(uuid: str, rules: Sequence[Rule], why: str, t: Tracking) -> Tracking:
+    def withdraw(uuid: str, rules: Sequence[Rule], why: str) -> None:
         if rules:
             where = ", ".join(sorted({str(r.ip) for r in rules}))
             events.append(Event("withdrawn", uuid, f"withdrawn: {name(uuid)}'s rules for {where}: {why}"))
-            deletes.extend(Step(Action.DELETE, r, f"withdrawn: {why}") for r in sorted(rules, key=Rule.sort_key))
-        return replace(t, away=why)
+            withdrawals.extend(Step(Action.DELETE, r, f"withdrawn: {why}") for r in sorted(rules, key=Rule.sort_key))
 
     for uuid, t in sorted(follow.items(), key=lambda item: (name(item[0]).casefold(), item[0])):
         rules = [r for r in owned if r.owner == uuid]
+        new_follow[uuid] = t
         if t.stopped:
-            new_follow[uuid] = t
             continue
         problem = lan_problem(t, lans)
         if problem:
-            new_follow[uuid] = withdraw(uuid, rules, problem, t)
+            withdraw(uuid, rules, problem)
+            new_follow[uuid] = replace(t, away=problem)
             continue
+        shared = next((name(u) for u in by_mac.get(t.mac or "", ()) if u != uuid), None)
         recorded = devices.get(uuid)
         home = next((r.ip for r in rules if r.is_dial), rules[0].ip if rules else (recorded.ip if recorded else None))
         s = by_uuid.get(uuid)
         target = None
+        moved = False
         if s is not None and any(ip != home for ip in s.addresses) and (uuid in refused or s.also_at):
             # Announced from two addresses (a clone or a spoof), or refused by setup's screening: no move.
             where = " and ".join(str(ip) for ip in s.addresses)
             events.append(Event("refused", uuid, f"not moved: {name(uuid)} is announced from {where}, but "
                                                  f"{refused.get(uuid) or s.contested or 'from more than one address'}"))
         elif s is not None and s.ip != home:
-            ok, why = _verify(t, s.ip, answers)
-            problems = [] if ok is True else [why]
-            if not problems:
+            ok, why = _verify(t, s.ip, answers, shared)
+            if ok is True:
                 recent = [m for m in t.moves if (when := _parse_time(m)) is not None and now - when < WINDOW]
                 if len(recent) >= MAX_MOVES:
-                    why = (f"it moved {len(recent) + 1} times within an hour (now to {s.ip}); follow mode stops moving it "
-                           "until you run 'sudo castwall setup'")
+                    why = (f"it moved {len(recent) + 1} times within an hour (now to {s.ip}); follow mode withdraws its "
+                           "rules and stops following it until you run 'sudo castwall setup'")
                     events.append(Event("stopped", uuid, f"stopped following {name(uuid)}: {why}"))
-                    away = withdraw(uuid, rules, "follow stopped: it moves too often", t)
-                    new_follow[uuid] = replace(away, stopped=why, moves=tuple(recent))
+                    withdraw(uuid, rules, "follow mode stopped following it: it moves too often")
+                    new_follow[uuid] = replace(t, away="it moves too often", stopped=why, moves=tuple(recent))
                     continue
-                target = s.ip
-                moved_to[uuid] = s.ip
+                target, moved = s.ip, True
                 new_follow[uuid] = replace(t, away=None, moves=tuple(recent) + (_stamp(now),))
             else:
-                events.append(Event("refused", uuid, f"not moved: {name(uuid)} is announced from {s.ip}, but "
-                                                     + "; ".join(problems)))
-        if target is None and home is not None:
-            ok, why = _verify(t, home, answers)
-            if ok is False:
-                new_follow[uuid] = withdraw(uuid, rules, f"{why}; its rules return when it answers there again", t)
-                continue
-            if ok is None:
-                new_follow[uuid] = t  # nobody answers, or no MAC to check: leave its rules as they are
+                events.append(Event("refused", uuid, f"not moved: {name(uuid)} is announced from {s.ip}, but {why}"))
+                if rules and t.mac is None:
+                    # Its MAC cannot be checked anywhere; it says it is elsewhere: its old address is not its own.
+                    withdraw(uuid, rules, f"it is announced from {s.ip} alone now, and without a recorded MAC "
+                                          "castwall cannot follow it")
+                    new_follow[uuid] = replace(t, away=f"announced from {s.ip}; no MAC recorded to follow it by")
+                    continue
+        if target is None:
+            # Check every address that holds its rules (an interrupted pass may have left two), then where it was.
+            verdicts = {ip: _verify(t, ip, answers, shared) for ip in sorted({r.ip for r in rules} | ({home} if home else set()),
+                                                                               key=lambda ip: (ip.version, int(ip)))}
+            for ip, (ok, why) in verdicts.items():
+                here = [r for r in rules if r.ip == ip]
+                if ok is False and here:
+                    withdraw(uuid, here, f"{why}; its rules return when it answers there again")
+                    new_follow[uuid] = replace(t, away=why)
+            ok, why = verdicts.get(home, (None, "")) if home else (None, "")
+            if ok is not True:
+                if ok is False and not rules:
+                    new_follow[uuid] = replace(t, away=why)
                 continue
             target = home
-            new_follow[uuid] = replace(t, away=None)
-        if target is None:
-            new_follow[uuid] = t
-            continue
+            new_follow[uuid] = replace(new_follow[uuid], away=None)
         targets[uuid] = target
-        stale = [r for r in rules if r.ip != target]
-        here = [r for r in rules if r.ip == target]
-        deletes.extend(Step(Action.DELETE, r, f"{name(uuid)} moved from {r.ip} to {target}") for r in sorted(stale, key=Rule.sort_key))
-        jobs = {apps.purpose(r) for r in here}
+        stale = [Step(Action.DELETE, r, f"{name(uuid)} moved from {r.ip} to {target}")
+                 for r in sorted(rules, key=Rule.sort_key) if r.ip != target]
+        jobs = {apps.purpose(r) for r in rules if r.ip == target}
         wanted = [w for w in device_rules(target, uuid, port_range, state.apps, profiles) if apps.purpose(w) not in jobs]
         wanted = [w for w in wanted if not any(u.covers(w) for u in untagged)]
-        if uuid in moved_to:
+        adds = [Step(Action.ADD, w, f"{name(uuid)} moved to {target}" if moved else f"{name(uuid)} answers at {target}")
+                for w in wanted]
+        line = None
+        if moved:
             old = f" from {home}" if home is not None else ""
-            news[uuid] = Event("moved", uuid, f"moved: {name(uuid)}{old} to {target} (announced there alone, "
-                                              f"and only its MAC {t.mac} answers ARP there)")
-        elif wanted and (t.away or not rules):
-            before = "it was away" if t.away else "its rules were missing from ufw"
-            news[uuid] = Event("restored", uuid, f"restored: {name(uuid)} at {target}, where only its MAC {t.mac} "
-                                                 f"answers ARP ({before})")
-        if wanted or uuid in moved_to:
-            reason = f"{name(uuid)} moved to {target}" if uuid in moved_to else f"{name(uuid)} answers at {target} again"
-            adds[uuid] = [Step(Action.ADD, w, reason) for w in wanted]
+            line = Event("moved", uuid, f"moved: {name(uuid)}{old} to {target} (announced there alone, and only its MAC "
+                                        f"{t.mac} answers ARP there)")
+        elif adds or stale:
+            before = ("it was away" if t.away else "an interrupted pass left its rules at two addresses" if stale
+                      else "its rules were missing from ufw")
+            line = Event("restored", uuid, f"restored: {name(uuid)} at {target}, where only its MAC {t.mac} answers ARP "
+                                           f"({before})")
+        if stale or adds:
+            moves[uuid] = (stale, adds, line)
 
     # ufw holds one rule per address and traffic: an address that keeps another device's rules cannot take these.
-    deleted = {s.rule for s in deletes}
-    remaining = [r for r in owned if r not in deleted]
-    steps = list(deletes)
-    for uuid, planned in adds.items():
-        clash = next((r for r in remaining if r.owner != uuid and any(r.same_traffic(s.rule) for s in planned)), None)
+    deleted = {s.rule for s in withdrawals} | {s.rule for stale, _, _ in moves.values() for s in stale}
+    steps = list(withdrawals)
+    added: list[Step] = []
+    for uuid, (stale, adds, line) in moves.items():
+        steps.extend(stale)
+        clash = next((r for r in owned if r not in deleted and r.owner != uuid and any(r.same_traffic(a.rule) for a in adds)), None)
         if clash is not None:
             why = f"{targets[uuid]} holds the rules of {name(clash.owner)}"
-            events.append(Event("refused", uuid, f"not moved: {name(uuid)} to {targets[uuid]}: {why}"))
+            if stale:
+                events.append(Event("withdrawn", uuid, f"withdrawn: {name(uuid)}'s rules for "
+                                                       f"{', '.join(sorted({str(s.rule.ip) for s in stale}))}: it answers at "
+                                                       f"{targets[uuid]} now, but {why}"))
+            else:
+                events.append(Event("refused", uuid, f"not restored: {name(uuid)} at {targets[uuid]}: {why}"))
             new_follow[uuid] = replace(new_follow[uuid], away=why, moves=follow[uuid].moves)
-            moved_to.pop(uuid, None)
+            targets.pop(uuid)
             continue
-        steps.extend(planned)
-        if uuid in news:
-            events.append(news[uuid])
+        added.extend(adds)
+        if line is not None:
+            events.append(line)
+    steps.extend(added)
     for d in seen:
         if d.uuid in follow or (d.kind is Kind.GROUP and d.ip in targets.values()):
             continue
         extra = f" (castwall would refuse it: {refused[d.uuid]})" if d.uuid in refused else ""
         events.append(Event("new-device", d.uuid, f"new device: {d.name} at {d.ip} is not approved: "
                                                   f"run 'sudo castwall setup' to allow it{extra}"))
-    expected = frozenset([r for r in owned if r not in deleted] + [s.rule for s in steps if s.action is Action.ADD])
-    new_devices = tuple(replace(d, ip=moved_to[d.uuid], also_at=()) if d.uuid in moved_to else d for d in state.devices)
+    expected = frozenset([r for r in owned if r not in deleted] + [s.rule for s in added])
+    new_devices = tuple(replace(d, ip=targets[d.uuid], also_at=()) if d.uuid in targets else d for d in state.devices)
     saved = replace(state, devices=new_devices, rules=tuple(sorted(expected, key=Rule.sort_key)), written=_stamp(now),
                     follow=tuple(sorted(new_follow.values(), key=lambda t: t.uuid)))
     return FollowPlan(tuple(steps), saved, tuple(events), expected)

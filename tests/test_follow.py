@@ -158,12 +158,55 @@ def test_a_new_device_is_reported_and_gets_nothing():
     assert "Neighbour's TV at 192.168.77.105 is not approved: run 'sudo castwall setup' to allow it" in p.events[0].text
 
 
-def test_no_recorded_mac_means_no_move():
+def test_no_recorded_mac_means_no_move_and_the_old_address_goes_once_the_device_is_announced_elsewhere():
     state = approved(replace(TV, mac=None))
     state = replace(state, follow=(Tracking(TV.uuid, None, HOME),))
     moved = replace(TV, ip=ip("192.168.77.150"))
-    p = plan(state, [moved], arp(moved))
-    assert p.steps == () and "no MAC was recorded" in p.events[0].text
+    p = plan(state, [moved], {moved.ip: {TV.mac}, TV.ip: {STRANGER}})
+    assert steps(p) == [(Action.DELETE, "192.168.77.101", "udp")]
+    assert [e.kind for e in p.events] == ["refused", "withdrawn"] and "no MAC was recorded" in p.events[0].text
+    assert p.state.tracking(TV.uuid).away and p.state.device(TV.uuid).ip == TV.ip
+    # Not announced elsewhere: its rules stay, as nobody can check them.
+    assert plan(state, [TV], {TV.ip: {STRANGER}}).steps == ()
+
+
+def test_two_approved_devices_with_one_mac_are_never_moved_or_restored_by_arp():
+    twin = replace(SPEAKER, mac=TV.mac)  # behind a repeater that rewrites MACs
+    state = approved(TV, twin)
+    moved = replace(TV, ip=ip("192.168.77.150"))
+    p = plan(state, [moved, twin], {moved.ip: {TV.mac}, twin.ip: {TV.mac}})
+    assert p.steps == () and "also Kitchen speaker's" in p.events[0].text
+    away = plan(state, [twin], {TV.ip: {STRANGER}, twin.ip: {TV.mac}})
+    assert steps(away) == [(Action.DELETE, "192.168.77.101", "udp")]  # another MAC still withdraws
+    assert plan(away.state, [twin], {TV.ip: {TV.mac}, twin.ip: {TV.mac}}).steps == ()  # but nothing comes back
+
+
+def test_every_address_that_holds_a_devices_rules_is_checked():
+    vlc = AppChoice("vlc", PortRange(8010, 8010))
+    state = approved(TV, apps=(vlc,))
+    udp, tcp = sorted(state.rules, key=lambda r: r.proto != "udp")
+    split = [udp, replace(tcp, ip=ip("192.168.77.150"))]  # an interrupted pass left the app rule elsewhere
+    p = plan(state, [], {ip("192.168.77.150"): {STRANGER}}, firewall=split)
+    assert steps(p) == [(Action.DELETE, "192.168.77.150", "tcp")] and STRANGER in p.events[0].text
+    healed = plan(state, [TV], arp(TV), firewall=split)
+    assert sorted(steps(healed)) == [(Action.ADD, "192.168.77.101", "tcp"), (Action.DELETE, "192.168.77.150", "tcp")]
+    assert [e.kind for e in healed.events] == ["restored"] and "two addresses" in healed.events[0].text
+
+
+def test_a_missing_rule_is_put_back_with_a_line_and_the_state_follows_the_rules():
+    vlc = AppChoice("vlc", PortRange(8010, 8010))
+    state = approved(TV, apps=(vlc,))
+    udp = next(r for r in state.rules if r.proto == "udp")
+    p = plan(state, [TV], arp(TV), firewall=[udp])
+    assert steps(p) == [(Action.ADD, "192.168.77.101", "tcp")]
+    assert [e.kind for e in p.events] == ["restored"] and "missing from ufw" in p.events[0].text
+    moved = replace(TV, ip=ip("192.168.77.150"))
+    there = [replace(r, ip=moved.ip) for r in state.rules]  # killed after the pass changed ufw, before it saved
+    assert plan(state, [moved], arp(moved), firewall=there).state.device(TV.uuid).ip == moved.ip
+
+
+def test_a_network_check_passes_when_any_interface_on_the_subnet_has_the_approved_gateway():
+    assert lan_problem(Tracking(TV.uuid, TV.mac, HOME), [Lan(HOME.subnet), HOME]) is None
 
 
 def test_a_move_onto_the_address_of_another_approved_device_withdraws_that_device_first():
@@ -175,13 +218,15 @@ def test_a_move_onto_the_address_of_another_approved_device_withdraws_that_devic
     assert {r.owner for r in p.expected} == {TV.uuid} and p.state.tracking(SPEAKER.uuid).away
 
 
-def test_a_move_onto_an_address_that_keeps_another_devices_rules_is_refused():
+def test_a_move_onto_an_address_that_keeps_another_devices_rules_withdraws_the_old_rules_and_says_so():
     no_mac = replace(SPEAKER, mac=None)
     state = replace(approved(TV, no_mac), follow=(Tracking(TV.uuid, TV.mac, HOME), Tracking(SPEAKER.uuid, None, HOME)))
     onto = replace(TV, ip=SPEAKER.ip)
     p = plan(state, [onto], {SPEAKER.ip: {TV.mac}})
-    assert all(s.action is Action.DELETE for s in p.steps)  # the TV's old rule goes; nothing is added
-    assert "holds the rules of Kitchen speaker" in p.events[-1].text and p.state.device(TV.uuid).ip == TV.ip
+    assert steps(p) == [(Action.DELETE, "192.168.77.101", "udp")]  # the TV's old rule goes; nothing is added
+    assert [e.kind for e in p.events] == ["withdrawn"] and "holds the rules of Kitchen speaker" in p.events[0].text
+    assert p.state.device(TV.uuid).ip == TV.ip and p.state.tracking(TV.uuid).away
+    assert {r.owner for r in p.expected} == {SPEAKER.uuid}
 
 
 def test_a_users_own_rule_that_covers_the_new_address_is_left_alone():
@@ -216,6 +261,8 @@ def test_setup_approves_afresh_what_it_sees_and_keeps_the_others():
     assert next(t for t in out if t.uuid == SPEAKER.uuid).stopped == "moves too often"
     assert approvals(stopped, [], [], [HOME]) == tuple(sorted(stopped.follow, key=lambda t: t.uuid))  # away ones stay
     assert approvals(None, [TV], [], [HOME]) == ()  # no rule, no approval
+    missed = approvals(stopped, [replace(TV, mac=None)], owned, [HOME])  # ARP missed it this time
+    assert next(t for t in missed if t.uuid == TV.uuid).mac == TV.mac
 
 
 def test_the_state_file_keeps_what_follow_mode_knows():
