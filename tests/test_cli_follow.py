@@ -133,7 +133,9 @@ def test_a_failing_ufw_at_each_step_of_a_pass_leaves_ufw_and_the_state_file_as_t
     assert result.exit_code == ExitCode.FIREWALL_FAILED, result.output
     assert svc.ufw.lines == before and svc.paths.state_file.read_text() == state
     assert "ufw is as it was before this run" in result.output
+    assert "moved:" not in result.output  # a change is said once it is in place
     assert record(svc)["exit"] == ExitCode.FIREWALL_FAILED and "ufw is as it was" in record(svc)["error"]
+    assert record(svc)["changes"] == []
 
 
 def test_a_second_pass_waits_for_the_lock_and_then_says_busy(home, tmp_path):
@@ -145,6 +147,7 @@ def test_a_second_pass_waits_for_the_lock_and_then_says_busy(home, tmp_path):
         held.flush()
         result = run(home, "follow", "run")
     assert result.exit_code == ExitCode.BUSY and "another castwall run" in result.output
+    assert not home.paths.follow_record.exists()  # no pass ran: the record of the last one stays as it was
 
 
 def test_a_pass_needs_root_and_a_usable_state_file(tmp_path, home):

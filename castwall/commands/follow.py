@@ -14,7 +14,7 @@ from castwall.commands.change import firewall_for, save_state, timestamp
 from castwall.commands.services import Services, progress, warn
 from castwall.commands.survey import take_survey
 from castwall.errors import BadData, CastwallError, MissingTool, NeedRoot, NetworkUnavailable, ToolFailed
-from castwall.follow import Event, FollowPlan, plan_follow, tracked
+from castwall.follow import Event, FollowPlan, plan_follow, recent_moves, tracked
 from castwall.model import Rule
 from castwall.system import host
 from castwall.system.gateway import default_routes, lans_of
@@ -31,30 +31,33 @@ def say(event: Event | str) -> None:
 
 def run_pass(svc: Services, interfaces: tuple[str, ...], timeout: float) -> None:
     """One follow pass, as the service runs it: non-interactive, all or nothing, recorded for status."""
-    started = timestamp(svc)
-    events: list[Event] = []
-    try:
-        _, firewall = firewall_for(svc, False, "follow run changes the firewall and needs root: run 'sudo castwall follow run'")
-        with host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress):
-            events = _pass(svc, firewall, interfaces, timeout)
-    except CastwallError as exc:
-        _record(svc, started, int(exc.exit_code), events, exc.message)
-        raise
-    _record(svc, started, 0, events, None)
+    _, firewall = firewall_for(svc, False, "follow run changes the firewall and needs root: run 'sudo castwall follow run'")
+    # A pass that cannot start (no root, no ufw, another run holds the lock) is no pass: the record keeps the last one.
+    with host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress):
+        started = timestamp(svc)
+        events: list[Event] = []
+        try:
+            _pass(svc, firewall, interfaces, timeout, events)
+        except CastwallError as exc:
+            _record(svc, started, int(exc.exit_code), [e for e in events if not e.change], exc.message)
+            raise
+        _record(svc, started, 0, events, None)
 
 
-def _pass(svc: Services, firewall, interfaces: tuple[str, ...], timeout: float) -> list[Event]:
+def _pass(svc: Services, firewall, interfaces: tuple[str, ...], timeout: float, events: list[Event]) -> None:
+    """One pass under the lock; events gets its lines (the changes only once they are in place)."""
     state, problem = host.read_state(svc.paths.state_file)
     if problem:
         raise BadData(f"{problem}; follow mode changes nothing until 'sudo castwall setup' rebuilds the state file")
     ruleset = firewall.rules()
     if state is None or not tracked(state, ruleset.owned):
         say("no device is approved yet; nothing to follow (run 'sudo castwall setup')")
-        return []
+        return
     port_range = read_port_range(svc.paths.port_range)
     profiles, _ = installed_profiles(svc.paths.ufw_profiles)
     try:
-        survey = take_survey(svc, interfaces, timeout, True, known=state, expect=True, check_claims=True)
+        # As setup does, ask twice: a pass must hear every announcement, an impostor's and a new device's too.
+        survey = take_survey(svc, interfaces, timeout, True, known=state, check_claims=True)
         seen, refused, chosen = survey.devices, survey.refused, survey.interfaces
     except NetworkUnavailable as exc:  # off every network: every rule that checks its network goes
         say(f"no network: {exc.message}")
@@ -71,16 +74,23 @@ def _pass(svc: Services, firewall, interfaces: tuple[str, ...], timeout: float) 
     svc.note(f"follow: {len(follow)} approved device(s), {len(seen)} seen, networks: {', '.join(map(str, lans)) or 'none'}")
     now = svc.now().astimezone(timezone.utc).replace(tzinfo=None)
     plan = plan_follow(state, seen, refused, ruleset.rules, answers, lans, port_range, now, profiles)
-    for event in plan.events:
-        say(event)
+    for event in plan.events:  # refusals and new devices now; changes once they are in place
+        if not event.change:
+            say(event)
+    events.extend(e for e in plan.events if not e.change)
     if plan.steps:
         _apply(svc, firewall, plan, ruleset.order)
+        for event in plan.changes:
+            say(event)
+        events.extend(plan.changes)
         say(f"{len(plan.steps)} ufw change(s) applied and verified")
     else:
         if replace(plan.state, written=None) != replace(state, written=None):
             save_state(svc, plan.state, None)
+        for event in plan.changes:  # a change of the state alone (a device stopped, or away, with no rule left)
+            say(event)
+        events.extend(plan.changes)
         say(f"nothing to change ({len(follow)} approved device(s))")
-    return list(plan.events)
 
 
 def _apply(svc: Services, firewall, plan: FollowPlan, order) -> None:
@@ -137,7 +147,9 @@ def enable(svc: Services) -> None:
         raise MissingTool(f"follow mode needs systemd and castwall's units: follow mode is {units.describe()}; "
                           "without them, run 'sudo castwall follow run' from your own scheduler")
     state, problem = host.read_state(svc.paths.state_file)
-    systemd.enable()
+    first = systemd.enable()
+    if first:
+        warn(f"the timer is on, but the first pass could not be started now ({first}); it runs within 5 minutes")
     click.echo("Follow mode is on: castwall-follow.timer runs a pass now and every 5 minutes, and whenever this "
                "computer joins a network. Each change is a line in the journal: journalctl -t castwall")
     if problem:
@@ -184,7 +196,7 @@ def report(svc: Services) -> dict:
             "uuid": uuid, "name": d.name if d else None, "ip": str(d.ip) if d else None, "mac": t.mac,
             "lan": None if t.lan is None else str(t.lan),
             "status": "stopped" if t.stopped else "away" if t.away else "followed",
-            "reason": t.stopped or t.away, "moves_last_hour": len(t.moves),
+            "reason": t.stopped or t.away, "moves_last_hour": recent_moves(t, svc.now()),
         })
     return {"mode": "on" if units.on else "off" if units.systemd and units.installed else "unavailable",
             "units": units.describe(), "state_problem": problem, "last_pass": last_pass(svc), "devices": devices}

@@ -67,10 +67,17 @@ class Systemd:
         if done.returncode != 0:
             raise ToolFailed(f"'systemctl {' '.join(args)}' failed: {done.last_line()}")
 
-    def enable(self) -> None:
-        """Enable and start the timer, then start one pass at once (without waiting for it)."""
+    def enable(self) -> str | None:
+        """Enable and start the timer, then queue one pass at once; say why that pass could not be queued, if so.
+
+        Raises ToolFailed when the timer could not be enabled.
+        """
         self._change("enable", "--now", TIMER)
-        self._change("--no-block", "start", SERVICE)
+        try:
+            self._change("--no-block", "start", SERVICE)
+        except ToolFailed as exc:
+            return exc.message
+        return None
 
     def disable(self) -> None:
         self._change("disable", "--now", TIMER)
