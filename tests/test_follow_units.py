@@ -75,6 +75,8 @@ def test_the_service_writes_only_ufw_s_files_its_state_and_run(service):
     writable = " ".join(values(service, "ReadWritePaths")).split()
     assert {"/etc/ufw", "/run"} <= set(writable)
     assert set(writable) <= {"/etc/ufw", "/run"}, "nothing else is writable"
+    # systemd loads units from /run/systemd/system: a pass must not be able to write one.
+    assert "-/run/systemd" in " ".join(values(service, "ReadOnlyPaths")).split()
     assert one(service, "StateDirectory") == "castwall"  # /var/lib/castwall
 
 
