@@ -199,7 +199,9 @@ def test_a_killed_pass_is_finished_by_the_next_one(make_lab, path):
     assert sources(lab) == ["192.168.77.180"]
     done = follow(lab)
     assert sources(lab) == ["192.168.77.180", "192.168.77.180"]
-    assert "castwall rule(s)" not in done.stdout
+    assert f"castwall follow: moved: {lab.devices[0].name}" in done.stdout, done.stdout
+    assert [d["ip"] for d in state(lab)["devices"]] == ["192.168.77.180"]
+    assert sorted(r["ip"] for r in state(lab)["rules"]) == ["192.168.77.180", "192.168.77.180"]
     assert follow(lab).stdout.count("nothing to change") == 1
     status = lab.castwall("status")
     assert status.returncode == 0, status.stdout

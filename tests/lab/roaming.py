@@ -246,8 +246,13 @@ class Roaming:
                                   f"DIAL and Cast ports of {dev.name} at {dev.ip}")
 
     def _announced_at(self, dev: LabDevice, ip: str, timeout: float = 10.0) -> None:
-        """Wait until the device's avahi answers with its A record at ip and its service (probing done)."""
-        self.ask_mdns(ip, a_name=f"{dev.uuid}.local.", want_a=ip, want_txt=f"id={dev.uuid}", timeout=timeout)
+        """Wait until the device's avahi answers with its A record at ip (probing done).
+
+        Not its TXT as well: a device that also hosts a group answers with
+        more than a legacy-unicast answer holds, and avahi then leaves records
+        out; the TXT does not change with the address anyway.
+        """
+        self.ask_mdns(ip, a_name=f"{dev.uuid}.local.", want_a=ip, timeout=timeout)
 
     # --- systemd for follow mode --------------------------------------------------
 
