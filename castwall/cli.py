@@ -100,7 +100,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     'setup --app' each device may also fetch media from a sender app (VLC,
     catt, ...) on exactly that app's ports. It suggests a DHCP reservation for each device so
     its address, and so its rule, stays valid ('castwall hints' prints them in
-    the syntax of many routers).
+    the syntax of many routers); where the router cannot reserve, 'castwall
+    follow enable' moves the rules with the devices, and shuts them while this
+    computer is on another network.
 
     \b
     Exit codes:
