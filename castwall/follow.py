@@ -252,6 +252,7 @@ def plan_follow(
                                         f"{t.mac} answers ARP there)")
         elif adds or stale:
             before = ("it was away" if t.away else "an interrupted pass left its rules at two addresses" if stale
+                      else "an interrupted pass had begun to move it" if recorded and recorded.ip != target
                       else "its rules were missing from ufw")
             line = Event("restored", uuid, f"restored: {name(uuid)} at {target}, where only its MAC {t.mac} answers ARP "
                                            f"({before})")

@@ -199,7 +199,8 @@ def test_a_killed_pass_is_finished_by_the_next_one(make_lab, path):
     assert sources(lab) == ["192.168.77.180"]
     done = follow(lab)
     assert sources(lab) == ["192.168.77.180", "192.168.77.180"]
-    assert f"castwall follow: moved: {lab.devices[0].name}" in done.stdout, done.stdout
+    assert f"castwall follow: restored: {lab.devices[0].name} at 192.168.77.180" in done.stdout, done.stdout
+    assert "an interrupted pass had begun to move it" in done.stdout
     assert [d["ip"] for d in state(lab)["devices"]] == ["192.168.77.180"]
     assert sorted(r["ip"] for r in state(lab)["rules"]) == ["192.168.77.180", "192.168.77.180"]
     assert follow(lab).stdout.count("nothing to change") == 1
