@@ -6,7 +6,6 @@ What a command does lives in castwall.commands.<command>, imported only when it 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 import traceback
@@ -15,13 +14,13 @@ from typing import TYPE_CHECKING
 import click
 
 from castwall import __version__
+from castwall.cli_params import (AddressType, AppNameType, AppType, FormatType, device_option, dry_run_option,
+                                 interface_option, timeout_option, yes_option)
 from castwall.errors import CastwallError, ExitCode
 
 if TYPE_CHECKING:  # annotations only: the real imports happen when a command runs
     from castwall.commands.services import Services
     from castwall.model import Address
-
-DEFAULT_TIMEOUT = 5.0
 
 
 class CastwallGroup(click.Group):
@@ -47,40 +46,6 @@ class CastwallGroup(click.Group):
                     err=True,
                 )
             ctx.exit(int(ExitCode.INTERNAL))
-
-
-timeout_option = click.option(
-    "--timeout",
-    type=click.FloatRange(0.1, 300),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    metavar="SECONDS",
-    help="Longest time to wait for answers; discovery ends sooner once the LAN has answered.",
-)
-
-
-interface_option = click.option(
-    "--interface",
-    "interfaces",
-    multiple=True,
-    metavar="NAME",
-    help="Discover on this interface only (repeatable). Default: every interface that is up.",
-)
-
-
-device_option = click.option(
-    "--device",
-    "selectors",
-    multiple=True,
-    metavar="NAME|UUID",
-    help="Only this device, by friendly name or UUID (repeatable).",
-)
-
-
-yes_option = click.option("--yes", "-y", is_flag=True, help="Apply without asking for confirmation.")
-
-
-dry_run_option = click.option("--dry-run", "-n", is_flag=True, help="Show what would be done; change nothing (no root needed).")
 
 
 @click.group(cls=CastwallGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,61 +110,6 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
     from castwall.commands.discover import run
 
     run(svc, timeout, interfaces, as_json)
-
-
-class AddressType(click.ParamType):
-    name = "address"
-
-    def convert(self, value, param, ctx):
-        try:
-            return ipaddress.ip_address(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an IP address", param, ctx)
-
-
-class AppType(click.ParamType):
-    """A sender app for --app: NAME, NAME=PORT, NAME=LOW:HIGH or tcp-range=LOW:HIGH."""
-
-    name = "app"
-
-    def convert(self, value, param, ctx):
-        from castwall import apps
-
-        if not isinstance(value, str):
-            return value
-        try:
-            return apps.parse_choice(value)
-        except apps.AppError as exc:
-            self.fail(str(exc), param, ctx)
-
-    def shell_complete(self, ctx, param, incomplete):
-        from click.shell_completion import CompletionItem
-
-        from castwall import apps
-
-        names = [a.name for a in apps.CATALOGUE if a.ports is not None] + [apps.TCP_RANGE + "="]
-        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
-
-
-class AppNameType(click.ParamType):
-    """An app name for remove --app: one of the catalogue's, or tcp-range."""
-
-    name = "app"
-
-    def convert(self, value, param, ctx):
-        from castwall import apps
-
-        name = value.strip().lower()
-        if name not in apps.BY_NAME and name != apps.TCP_RANGE:
-            self.fail(f"no app called {value!r}; 'castwall apps' lists them", param, ctx)
-        return name
-
-    def shell_complete(self, ctx, param, incomplete):
-        from click.shell_completion import CompletionItem
-
-        from castwall import apps
-
-        return [CompletionItem(n) for n in [a.name for a in apps.CATALOGUE] + [apps.TCP_RANGE] if n.startswith(incomplete)]
 
 
 @cli.command()
@@ -431,30 +341,6 @@ def apps(svc: Services, as_json: bool) -> None:
     from castwall.commands.apps import run
 
     run(svc, as_json)
-
-
-class FormatType(click.ParamType):
-    """A hint format by name or alias; 'list' asks for the list of them."""
-
-    name = "format"
-
-    def convert(self, value, param, ctx):
-        from castwall import hints as hintlib
-
-        if isinstance(value, hintlib.Format) or value == "list":
-            return value
-        found = hintlib.find_format(value)
-        if found is None:
-            self.fail(f"unknown format {value!r}; 'castwall hints --format list' names them", param, ctx)
-        return found
-
-    def shell_complete(self, ctx, param, incomplete):
-        from click.shell_completion import CompletionItem
-
-        from castwall import hints as hintlib
-
-        names = ["list"] + [f.name for f in hintlib.FORMATS]
-        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 @cli.command()

@@ -36,7 +36,8 @@ def test_only_discovery_touches_mdns_and_pychromecast_only_serves_check_app():
 
 def test_only_the_command_line_imports_click():
     users = users_of("click")
-    assert "castwall.cli" in users and all(m == "castwall.cli" or m.startswith("castwall.commands.") for m in users), users
+    assert "castwall.cli" in users and all(m in ("castwall.cli", "castwall.cli_params") or m.startswith("castwall.commands.")
+                                           for m in users), users
 
 
 def test_help_and_version_load_nothing_of_the_commands():
@@ -48,7 +49,7 @@ def test_help_and_version_load_nothing_of_the_commands():
             "try:\n    cli(['--version'], prog_name='castwall')\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith('castwall')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
-    assert done.stdout.strip().splitlines()[-1] == "['castwall', 'castwall.cli', 'castwall.errors']"
+    assert done.stdout.strip().splitlines()[-1] == "['castwall', 'castwall.cli', 'castwall.cli_params', 'castwall.errors']"
 
 
 def test_only_the_runner_starts_processes():
