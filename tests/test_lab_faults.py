@@ -215,9 +215,12 @@ class Outputs:
         self._sel.close()
 
 
-def test_two_runs_at_once_one_waits_and_no_rule_is_doubled(make_lab):
-    """Deterministic: the test holds castwall's run lock until both runs say they are waiting for it."""
-    lab = make_lab(devices=3)
+def two_runs_while_locked(lab, *args: str) -> tuple[list[int], dict]:
+    """Start two `castwall ARGS` while the test holds castwall's run lock; release it once both say they wait.
+
+    Deterministic: nothing races, as neither run can start before the other
+    waits. Returns both exit codes and their (stdout, stderr) by pid.
+    """
     env = {"PYTHONPATH": str(lab.dir / "src"), "CASTWALL_STATE_DIR": str(lab.state_dir), "PYTHONDONTWRITEBYTECODE": "1",
            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     waiting = b"waiting for another castwall run"
@@ -229,7 +232,7 @@ def test_two_runs_at_once_one_waits_and_no_rule_is_doubled(make_lab):
         os.ftruncate(lock, 0)
         os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)  # the holder's pid, which castwall names while it waits
         for _ in range(2):
-            runs.append(subprocess.Popen(lab.ws_argv([lab.python, "-m", "castwall", "setup", "--yes"]), env=env,
+            runs.append(subprocess.Popen(lab.ws_argv([lab.python, "-m", "castwall", *args]), env=env,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
         outputs = Outputs(runs)
         both_wait = outputs.read_until(lambda: all(waiting in err for _, err in outputs.text.values()), timeout=60)
@@ -237,7 +240,7 @@ def test_two_runs_at_once_one_waits_and_no_rule_is_doubled(make_lab):
         os.close(lock)  # closing the only descriptor releases the flock
         lock = None
         assert both_wait, outputs.decoded()
-        # One run takes the lock and adds the rules; the other gets it after and finds nothing to change.
+        # One run takes the lock; the other gets it after.
         assert outputs.read_until(outputs.at_end, timeout=90), outputs.decoded()
         codes = [r.wait(timeout=30) for r in runs]
     finally:
@@ -252,10 +255,16 @@ def test_two_runs_at_once_one_waits_and_no_rule_is_doubled(make_lab):
         if outputs is not None:
             outputs.close()
     text = outputs.decoded()
+    assert all(err.count(f"waiting for another castwall run (pid {os.getpid()})") == 1 for _, err in text.values()), text
+    return codes, text
+
+
+def test_two_runs_at_once_one_waits_and_no_rule_is_doubled(make_lab):
+    lab = make_lab(devices=3)
+    codes, text = two_runs_while_locked(lab, "setup", "--yes")
     assert codes == [0, 0], text
     stdout = "".join(out for out, _ in text.values())
     assert stdout.count("Done: 3 ufw change(s)") == 1 and stdout.count("Nothing to change") == 1, text
-    assert all(err.count(f"waiting for another castwall run (pid {os.getpid()})") == 1 for _, err in text.values()), text
     tagged = [line for line in lab.ufw_added() if "castwall:" in line]
     assert len(tagged) == len(set(tagged)) == 3, tagged
 

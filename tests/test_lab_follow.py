@@ -6,14 +6,11 @@ setup holds for a pass."""
 from __future__ import annotations
 
 import json
-import os
-import fcntl
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.test_lab_faults import PATHS, Outputs, env, inject, snapshot
+from tests.test_lab_faults import PATHS, env, inject, snapshot, two_runs_while_locked
 
 pytestmark = pytest.mark.lab
 
@@ -209,39 +206,8 @@ def test_a_killed_pass_is_finished_by_the_next_one(make_lab, path):
 
 
 def test_two_passes_at_once_one_waits_and_nothing_is_doubled(make_lab):
-    """Deterministic: the test holds castwall's run lock until both passes say they are waiting for it."""
     lab = moved_lab(make_lab)
-    environ = {"PYTHONPATH": str(lab.dir / "src"), "CASTWALL_STATE_DIR": str(lab.state_dir), "PYTHONDONTWRITEBYTECODE": "1",
-               "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-    waiting = b"waiting for another castwall run"
-    lock = os.open(lab.dir / "ws-run" / "castwall.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    runs, outputs = [], None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.ftruncate(lock, 0)
-        os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
-        for _ in range(2):
-            runs.append(subprocess.Popen(lab.ws_argv([lab.python, "-m", "castwall", "follow", "run"]), env=environ,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL))
-        outputs = Outputs(runs)
-        both_wait = outputs.read_until(lambda: all(waiting in err for _, err in outputs.text.values()), timeout=60)
-        os.close(lock)
-        lock = None
-        assert both_wait, outputs.decoded()
-        assert outputs.read_until(outputs.at_end, timeout=90), outputs.decoded()
-        codes = [r.wait(timeout=30) for r in runs]
-    finally:
-        if lock is not None:
-            os.close(lock)
-        for r in runs:
-            if r.poll() is None:
-                r.kill()
-            r.wait()
-            r.stdout.close()
-            r.stderr.close()
-        if outputs is not None:
-            outputs.close()
-    text = outputs.decoded()
+    codes, text = two_runs_while_locked(lab, "follow", "run")
     assert codes == [0, 0], text
     stdout = "".join(out for out, _ in text.values())
     assert stdout.count("castwall follow: moved:") == 1 and stdout.count("nothing to change") == 1, text
