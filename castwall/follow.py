@@ -59,10 +59,10 @@ def _stamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def recent_moves(t: Tracking, now: datetime) -> int:
-    """How many times follow mode moved the device within the last hour."""
-    naive = now.replace(tzinfo=None) if now.tzinfo is None else now.astimezone(timezone.utc).replace(tzinfo=None)
-    return sum(1 for m in t.moves if (when := _parse_time(m)) is not None and naive - when < WINDOW)
+def recent_moves(t: Tracking, now: datetime) -> tuple[str, ...]:
+    """When follow mode moved the device within the hour before now (naive UTC, or aware)."""
+    naive = now if now.tzinfo is None else now.astimezone(timezone.utc).replace(tzinfo=None)
+    return tuple(m for m in t.moves if (when := _parse_time(m)) is not None and naive - when < WINDOW)
 
 
 def lan_for(ip: Address, lans: Sequence[Lan]) -> Lan | None:
@@ -78,8 +78,8 @@ def approvals(previous: State | None, seen: Sequence[Device], owned: Sequence[Ru
     they still have rules or are away.
     """
     owners = {r.owner for r in owned}
-    out = {t.uuid: t for t in tracked(previous, ()).values() if t.uuid in owners or t.away or t.stopped}
     before = tracked(previous, ())
+    out = {t.uuid: t for t in before.values() if t.uuid in owners or t.away or t.stopped}
     for d in seen:
         if d.uuid in owners:  # an ARP answer missed now does not forget the MAC approved before
             old = before.get(d.uuid)
@@ -203,16 +203,16 @@ def plan_follow(
         elif s is not None and s.ip != home:
             ok, why = _verify(t, s.ip, answers, shared)
             if ok is True:
-                recent = [m for m in t.moves if (when := _parse_time(m)) is not None and now - when < WINDOW]
+                recent = recent_moves(t, now)
                 if len(recent) >= MAX_MOVES:
                     why = (f"it moved {len(recent) + 1} times within an hour (now to {s.ip}); follow mode withdraws its "
                            "rules and stops following it until you run 'sudo castwall setup'")
                     events.append(Event("stopped", uuid, f"stopped following {name(uuid)}: {why}"))
                     withdraw(uuid, rules, "follow mode stopped following it: it moves too often")
-                    new_follow[uuid] = replace(t, away="it moves too often", stopped=why, moves=tuple(recent))
+                    new_follow[uuid] = replace(t, away="it moves too often", stopped=why, moves=recent)
                     continue
                 target, moved = s.ip, True
-                new_follow[uuid] = replace(t, away=None, moves=tuple(recent) + (_stamp(now),))
+                new_follow[uuid] = replace(t, away=None, moves=recent + (_stamp(now),))
             else:
                 events.append(Event("refused", uuid, f"not moved: {name(uuid)} is announced from {s.ip}, but {why}"))
                 if rules and t.mac is None:

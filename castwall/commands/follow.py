@@ -184,10 +184,13 @@ def _need_root(svc: Services, verb: str) -> None:
         raise NeedRoot(f"follow {verb} changes systemd units and needs root: run 'sudo castwall follow {verb}'")
 
 
-def report(svc: Services) -> dict:
-    """How follow mode stands, for follow status and status: units, last pass, each approved device."""
+def report(svc: Services, read=None) -> dict:
+    """How follow mode stands, for follow status and status: units, last pass, each approved device.
+
+    read is host.read_state's answer where the caller has it already (status).
+    """
     units = Systemd(svc.runner, svc.paths.systemd_booted).units()
-    state, problem = host.read_state(svc.paths.state_file)
+    state, problem = read if read is not None else host.read_state(svc.paths.state_file)
     follow = tracked(state, ()) if state else {}
     devices = []
     for uuid, t in sorted(follow.items()):
@@ -196,7 +199,7 @@ def report(svc: Services) -> dict:
             "uuid": uuid, "name": d.name if d else None, "ip": str(d.ip) if d else None, "mac": t.mac,
             "lan": None if t.lan is None else str(t.lan),
             "status": "stopped" if t.stopped else "away" if t.away else "followed",
-            "reason": t.stopped or t.away, "moves_last_hour": recent_moves(t, svc.now()),
+            "reason": t.stopped or t.away, "moves_last_hour": len(recent_moves(t, svc.now())),
         })
     return {"mode": "on" if units.on else "off" if units.systemd and units.installed else "unavailable",
             "units": units.describe(), "state_problem": problem, "last_pass": last_pass(svc), "devices": devices}

@@ -45,7 +45,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     rules = live if live is not None else (state.rules if state else ())
     verdicts = measure(svc, candidates(survey, state, rules)[0], survey, rules, port_range) if check and survey else None
     findings += verdict_findings(verdicts or ())
-    follow = report(svc)
+    follow = report(svc, (state, problem))
     if as_json:
         doc = render.document(
             "status",
