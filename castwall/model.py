@@ -223,6 +223,20 @@ class Action(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class RuleSet:
+    """What a firewall holds of castwall's shape, as castwall sees it (for ufw: what `ufw show added` lists)."""
+
+    rules: tuple[Rule, ...]  # every rule of castwall's shape, tagged or not
+    odd_tagged: tuple[str, ...]  # lines tagged castwall: that castwall did not write
+    other: int  # rules of other shapes (the user's own), never touched
+    order: tuple[Rule | None, ...] = ()  # ufw's IPv4 rule list in order; None: another shape (ufw only)
+
+    @property
+    def owned(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.owner is not None)
+
+
+@dataclass(frozen=True)
 class Step:
     """One ufw change. position places an ADD at that place in ufw's IPv4 rule
     list (`ufw insert`); on a DELETE it records where the rule stood, so that

@@ -6,32 +6,17 @@ import ipaddress
 import os
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from castwall import apps
 from castwall.apply import undo_each
 from castwall.errors import MissingTool, NeedRoot, ToolFailed
-from castwall.model import TAG_PREFIX, Action, PortRange, Rule, Step, canonical_uuid
+from castwall.model import TAG_PREFIX, Action, PortRange, Rule, RuleSet, Step, canonical_uuid
 from castwall.system.runner import Runner, missing_tool_message
 
 _TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]{32,36})(?:/([a-z0-9-]{1,41}))?$")
 _KEYWORDS = {"from", "to", "port", "proto", "comment", "app"}
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    """What `ufw show added` holds, as castwall sees it."""
-
-    rules: tuple[Rule, ...]  # every rule of castwall's shape, tagged or not
-    odd_tagged: tuple[str, ...]  # lines tagged castwall: that castwall did not write
-    other: int  # rules of other shapes (the user's own), never touched
-    order: tuple[Rule | None, ...] = ()  # ufw's IPv4 rule list in order; None: another shape
-
-    @property
-    def owned(self) -> tuple[Rule, ...]:
-        return tuple(r for r in self.rules if r.owner is not None)
 
 
 def parse_rule_line(line: str) -> Rule | str | None:

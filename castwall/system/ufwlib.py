@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from castwall.errors import CastwallError, NeedRoot, ToolFailed
-from castwall.model import Step
+from castwall.model import RuleSet, Step
 from castwall.system.runner import SAFE_PATH, Runner
-from castwall.system.ufw import RuleSet, UfwFirewall, outcome, parse_show_added
+from castwall.system.ufw import UfwFirewall, outcome, parse_show_added
 
 DEBIAN_LIBRARY = Path("/usr/lib/python3/dist-packages/ufw")
 LOCK_FILE = "/run/ufw.lock"  # the lock the ufw command takes for each call
