@@ -335,6 +335,49 @@ class Tracking:
             object.__setattr__(self, "mac", canonical_mac(self.mac))
 
 
+NOTHING_FILTERS = ("nothing on this computer filters incoming traffic: ufw is not installed, firewalld is not running, "
+                   "and no nftables input chain drops by default")
+FIREWALLS = ("ufw", "firewalld", "nftables")  # the firewalls castwall drives, as --firewall names them
+NFT_FAMILIES = ("inet", "ip")  # the nftables families whose input chains see IPv4 traffic
+_NFT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")  # a name nft reads without quotes
+
+
+@dataclass(frozen=True)
+class NftChain:
+    """The admin's nftables input chain that castwall's rule goes in: family, table and chain."""
+
+    family: str
+    table: str
+    chain: str
+
+    def __post_init__(self) -> None:
+        if self.family not in NFT_FAMILIES:
+            raise ValueError(f"nftables family {self.family!r} is not one of {', '.join(NFT_FAMILIES)}")
+        for value in (self.table, self.chain):
+            if not isinstance(value, str) or not _NFT_NAME_RE.match(value):
+                raise ValueError(f"{value!r} is not an nftables table or chain name castwall accepts")
+
+    def __str__(self) -> str:
+        return f"{self.family} {self.table} {self.chain}"
+
+
+@dataclass(frozen=True)
+class FirewallChoice:
+    """Which firewall castwall's rules live in: ufw, firewalld or nftables (with the chain, for nftables)."""
+
+    name: str
+    chain: NftChain | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in FIREWALLS:
+            raise ValueError(f"firewall {self.name!r} is not one of {', '.join(FIREWALLS)}")
+        if self.chain is not None and self.name != "nftables":
+            raise ValueError("only nftables takes a chain")
+
+    def __str__(self) -> str:
+        return f"{self.name} (chain {self.chain})" if self.chain else self.name
+
+
 @dataclass(frozen=True)
 class State:
     """What castwall set up: saved after every change, read by status without root."""
@@ -345,6 +388,7 @@ class State:
     written: str | None = None
     apps: tuple[AppChoice, ...] = ()  # the sender apps chosen with setup --app, given to every device
     follow: tuple[Tracking, ...] = ()  # the devices the user approved, as follow mode keeps them
+    firewall: FirewallChoice | None = None  # the firewall castwall's rules are in (None: ufw, before castwall knew others)
 
     def device(self, uuid: str) -> Device | None:
         return next((d for d in self.devices if d.uuid == uuid), None)

@@ -7,11 +7,11 @@ import json
 
 from castwall import apps
 from castwall.errors import BadData
-from castwall.model import AppChoice, Device, Kind, Lan, PortRange, Rule, State, Tracking
+from castwall.model import AppChoice, Device, FirewallChoice, Kind, Lan, NftChain, PortRange, Rule, State, Tracking
 from castwall.sanitize import safe_text
 
 FORMAT = "castwall-state"
-VERSION = 3  # 2: rules carry proto and app, the chosen sender apps; 3: follow mode (1 and 2 are still read)
+VERSION = 4  # 2: rules carry proto and app, the chosen sender apps; 3: follow mode; 4: the firewall (1-3 are still read)
 
 
 def device_json(d: Device) -> dict:
@@ -49,6 +49,22 @@ def tracking_json(t: Tracking) -> dict:
     return {"uuid": t.uuid, "mac": t.mac, "lan": lan_json(t.lan), "away": t.away, "moves": list(t.moves), "stopped": t.stopped}
 
 
+def firewall_json(choice: FirewallChoice | None) -> dict | None:
+    if choice is None:
+        return None
+    chain = choice.chain
+    return {"name": choice.name, "chain": None if chain is None else [chain.family, chain.table, chain.chain]}
+
+
+def _firewall(item) -> FirewallChoice | None:
+    if item is None:
+        return None
+    chain = item.get("chain")
+    if chain is not None and (not isinstance(chain, list) or len(chain) != 3):
+        raise ValueError("an nftables chain must be a list of family, table and chain")
+    return FirewallChoice(item["name"], None if chain is None else NftChain(*chain))
+
+
 def dump_state(state: State) -> str:
     doc = {
         "format": FORMAT,
@@ -59,6 +75,7 @@ def dump_state(state: State) -> str:
         "rules": [_rule_json(r) for r in state.rules],
         "apps": [app_json(c) for c in state.apps],
         "follow": [tracking_json(t) for t in state.follow],
+        "firewall": firewall_json(state.firewall),
     }
     return json.dumps(doc, indent=2, ensure_ascii=True) + "\n"
 
@@ -154,9 +171,11 @@ def load_state(text: str, source: str = "state file") -> State:
         follow = tuple(_tracking(t) for t in doc.get("follow", []))
         if len({t.uuid for t in follow}) != len(follow):
             raise ValueError("a device is followed twice")
+        firewall = _firewall(doc.get("firewall"))
         written = doc.get("written")
         if written is not None and not isinstance(written, str):
             raise ValueError("written must be a string")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadData(f"{source} holds an invalid entry: {safe_text(exc, 120)}") from None
-    return State(port_range=port_range, devices=devices, rules=rules, written=written, apps=chosen, follow=follow)
+    return State(port_range=port_range, devices=devices, rules=rules, written=written, apps=chosen, follow=follow,
+                 firewall=firewall)

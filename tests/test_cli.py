@@ -78,7 +78,7 @@ def test_setup_writes_one_tagged_rule_per_device_and_saves_state(lan):
     state_file = lan.paths.state_file
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o644
     doc = json.loads(state_file.read_text())
-    assert doc["version"] == 3 and len(doc["rules"]) == 2 and {d["name"] for d in doc["devices"]} >= {"Whole House"}
+    assert doc["version"] == 4 and len(doc["rules"]) == 2 and {d["name"] for d in doc["devices"]} >= {"Whole House"}
 
     again = run(lan, "setup", "--yes")
     assert again.exit_code == 0 and "Nothing to change" in again.output
@@ -110,8 +110,17 @@ def test_setup_asks_first(lan, answer, code):
 
 def test_ufw_missing(tmp_path):
     svc = services(tmp_path, LAN, ufw=FakeUfw(installed=False))
-    result = run(svc, "setup", "--yes")
+    result = run(svc, "setup", "--yes", "--firewall", "ufw")
     assert result.exit_code == ExitCode.MISSING_TOOL and "sudo apt install ufw" in result.output
+
+
+def test_without_any_firewall_setup_says_there_is_nothing_to_open_and_writes_nothing(tmp_path):
+    svc = services(tmp_path, LAN, ufw=FakeUfw(installed=False))
+    result = run(svc, "setup", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "nothing on this computer filters incoming traffic" in result.output and "Nothing was changed." in result.output
+    assert not (tmp_path / "state").exists()
+    assert [c for c in svc.ufw.calls if c[0] in ("ufw", "firewall-cmd")] == []
 
 
 def test_ufw_inactive_rules_written_loud_warning_not_enabled(tmp_path):

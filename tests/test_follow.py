@@ -271,7 +271,7 @@ def test_the_state_file_keeps_what_follow_mode_knows():
     again = load_state(dump_state(state))
     assert again.follow == state.follow and again.follow[0].lan == HOME
     doc = json.loads(dump_state(state))
-    assert doc["version"] == 3 and doc["follow"][0]["lan"]["gateway_mac"] == HOME.gateway_mac
+    assert doc["version"] == 4 and doc["follow"][0]["lan"]["gateway_mac"] == HOME.gateway_mac
     v2 = {**doc, "version": 2}
     del v2["follow"]
     assert load_state(json.dumps(v2)).follow == ()
