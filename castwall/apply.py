@@ -8,14 +8,37 @@ from dataclasses import replace
 from typing import Callable, Iterator, Protocol, Sequence
 
 from castwall.errors import CastwallError, FirewallInconsistent, FirewallRolledBack, Interrupted, ToolFailed
-from castwall.model import Action, Rule, Step
+from castwall.model import Action, Rule, RuleSet, Step
 
 
 class Firewall(Protocol):
-    """What a run needs of a firewall. begin() before the first step, apply()
-    per step (True when it changed something), commit() after the last one,
-    revert() to undo a run's changes (it returns the steps that may still
-    differ and words on where), end() always."""
+    """What castwall needs of a firewall: ufw (its command or its library), firewalld, nftables.
+
+    Reading: installed(), require() (MissingTool), active() (it filters now), rules() (what it
+    holds of castwall's shape), problems(recorded) (lines for status; recorded: the state file's rules), commands(steps) (its native
+    commands for a plan, None when there is one per step, as ufw's), sync() (bring what it keeps
+    across reboots in line with what runs). A run: begin() before the first step, apply() per
+    step (True when it changes something; a batch backend only records it), commit() after the
+    last one (a batch backend changes the firewall here, whole or not at all), revert() to undo a
+    run's changes (it returns the steps that may still differ and words on where), end() always.
+    """
+
+    name: str  # "ufw", "firewalld", "nftables"
+    path: str  # how castwall drives it, for --debug
+
+    def installed(self) -> bool: ...
+
+    def require(self) -> None: ...
+
+    def active(self) -> bool: ...
+
+    def rules(self) -> RuleSet: ...
+
+    def problems(self, recorded: Sequence[Rule] = ()) -> list[str]: ...
+
+    def commands(self, steps: Sequence[Step]) -> list[str] | None: ...
+
+    def sync(self) -> None: ...
 
     def begin(self) -> None: ...
 
@@ -100,11 +123,12 @@ def run_transaction(
     """Apply steps in order, then finish (verify and record); on any failure or
     signal undo what was done, newest first.
 
-    Returns the steps that changed ufw. Raises FirewallRolledBack when ufw is
-    back as it was, Interrupted when a signal stopped the run and ufw is back as
-    it was, FirewallInconsistent when the undo failed too (its message says
-    exactly which rules differ).
+    Returns the steps that changed the firewall. Raises FirewallRolledBack when
+    it is back as it was, Interrupted when a signal stopped the run and it is
+    back as it was, FirewallInconsistent when the undo failed too (its message
+    says exactly which rules differ).
     """
+    name = getattr(firewall, "name", "ufw")
     done: list[Step] = []
     total = len(steps)
     position = 0
@@ -130,12 +154,12 @@ def run_transaction(
         failed, note = firewall.revert(done, progress)
         if failed:
             raise FirewallInconsistent(
-                f"{where}; undoing it failed too, so ufw differs from before this run: {_left_over(failed)}{note}"
+                f"{where}; undoing it failed too, so {name} differs from before this run: {_left_over(failed)}{note}"
             ) from None
         restored = (
             f"the {len(done)} change(s) made before it were undone" if done else "nothing had been changed"
         )
-        message = f"{where}; {restored}, so ufw is as it was before this run"
+        message = f"{where}; {restored}, so {name} is as it was before this run"
         raise (Interrupted(message) if isinstance(exc, Interrupted) else FirewallRolledBack(message)) from None
     finally:
         firewall.end()
@@ -155,7 +179,7 @@ def undo_each(firewall: Firewall, done: Sequence[Step], progress: Callable[[str]
     return failed
 
 
-def check_empty(steps: Sequence[Step]) -> None:
+def check_empty(steps: Sequence[Step], firewall: str = "ufw") -> None:
     """Verification: a fresh plan after applying must have nothing left to do."""
     if steps:
-        raise ToolFailed("ufw does not show the expected rules afterwards: " + "; ".join(describe(s) for s in steps))
+        raise ToolFailed(f"{firewall} does not show the expected rules afterwards: " + "; ".join(describe(s) for s in steps))

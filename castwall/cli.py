@@ -15,7 +15,7 @@ import click
 
 from castwall import __version__
 from castwall.cli_params import (AddressType, AppNameType, AppType, FormatType, device_option, dry_run_option,
-                                 interface_option, timeout_option, yes_option)
+                                 firewall_options, interface_option, timeout_option, yes_option)
 from castwall.errors import CastwallError, ExitCode
 
 if TYPE_CHECKING:  # annotations only: the real imports happen when a command runs
@@ -130,6 +130,7 @@ def discover(svc: Services, timeout: float, interfaces: tuple[str, ...], as_json
 @click.option("--reserve", type=click.Choice(["dnsmasq"]), default=None,
               help="Also make the DHCP reservations on this machine's dnsmasq: a drop-in file of castwall's own "
                    "in /etc/dnsmasq.d, checked with 'dnsmasq --test', then dnsmasq is restarted.")
+@firewall_options
 @click.pass_obj
 def setup(
     svc: Services,
@@ -183,6 +184,7 @@ def setup(
               help="Also measure, as 'castwall check' does, whether Chrome can find and reach each device.")
 @timeout_option
 @interface_option
+@firewall_options
 @click.pass_obj
 def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: float, interfaces: tuple[str, ...]) -> None:
     """Show castwall's rules, the devices, and what needs attention (no root needed).
@@ -213,6 +215,7 @@ def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout
               help="Instead, prove that one --device can fetch media from this sender app: it plays a test sound "
                    "served on the app's port (needs pychromecast; asks first).")
 @click.option("--yes", "-y", is_flag=True, help="With --app: play the test sound without asking.")
+@firewall_options
 @click.pass_obj
 def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...], as_json: bool, timeout: float,
           app, yes: bool) -> None:
@@ -250,6 +253,7 @@ def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...]
 @click.option("--all", "remove_all", is_flag=True, help="Remove every rule castwall set up.")
 @yes_option
 @dry_run_option
+@firewall_options
 @click.pass_obj
 def remove(svc: Services, selectors: tuple[str, ...], app_names: tuple[str, ...], remove_all: bool, yes: bool,
            dry_run: bool) -> None:
@@ -288,6 +292,7 @@ def follow() -> None:
 @follow.command("run")
 @timeout_option
 @interface_option
+@firewall_options
 @click.pass_obj
 def follow_run(svc: Services, timeout: float, interfaces: tuple[str, ...]) -> None:
     """Run one pass now, without asking (needs root); the service runs this."""

@@ -46,6 +46,42 @@ yes_option = click.option("--yes", "-y", is_flag=True, help="Apply without askin
 dry_run_option = click.option("--dry-run", "-n", is_flag=True, help="Show what would be done; change nothing (no root needed).")
 
 
+FIREWALL_NAMES = ("ufw", "firewalld", "nftables")  # castwall.model.FIREWALLS (not imported: --help stays quick)
+
+
+def _given_firewall(ctx: click.Context, param, value):
+    if value is not None and ctx.obj is not None:
+        ctx.obj.firewall_given = value
+    return value
+
+
+def _given_chain(ctx: click.Context, param, value):
+    if not value:
+        return value
+    from castwall.model import NftChain
+
+    try:
+        chain = NftChain(*value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    if ctx.obj is not None:
+        ctx.obj.nft_chain = chain
+    return value
+
+
+def firewall_options(f):
+    """--firewall and --nft-chain: which firewall castwall's rules go in, when castwall should not find it itself."""
+    f = click.option("--nft-chain", nargs=3, metavar="FAMILY TABLE CHAIN", default=None, expose_value=False,
+                     callback=_given_chain,
+                     help="The admin's nftables input chain for castwall's rule (implies --firewall nftables), "
+                          "e.g. inet filter input.")(f)
+    return click.option("--firewall", type=click.Choice(FIREWALL_NAMES), default=None, expose_value=False,
+                        callback=_given_firewall,
+                        help="The firewall castwall's rules go in. Default: the one that filters incoming traffic "
+                             "(ufw if active, firewalld if running, else an nftables input chain that drops), "
+                             "or the one the state file names.")(f)
+
+
 class AddressType(click.ParamType):
     name = "address"
 

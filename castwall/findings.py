@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Collection, Mapping, Sequence
 
 from castwall import apps
-from castwall.model import Device, PortRange, Rule, State, port_text
+from castwall.model import NOTHING_FILTERS, Device, PortRange, Rule, State, port_text
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ def assess(
     refused: Mapping[str, str] | None = None,
     state_problem: str | None = None,
     profiles: Collection[str] | None = None,
+    firewall: str = "ufw",
+    problems: Sequence[str] = (),
 ) -> list[Finding]:
     """What status reports: each thing that needs action, and useful notes.
 
@@ -36,20 +38,36 @@ def assess(
     devices that may get no rule to the reason (see screen); state_problem
     says why the state file could not be used. profiles names castwall's ufw
     application profiles installed as castwall ships them (None: not known).
+    firewall names the firewall castwall's rules are in (ufw then is its
+    state, or "none" when nothing filters incoming traffic); problems are its
+    own findings (castwall's set or rule missing after a reload, ...).
     """
+    fw = firewall
     refused = refused or {}
     out: list[Finding] = []
     if state_problem:
         out.append(Finding(
             "state-unusable",
-            f"{state_problem}; 'sudo castwall setup' rebuilds it from castwall's rules in ufw and keeps the old file as a copy",
+            f"{state_problem}; 'sudo castwall setup' rebuilds it from castwall's rules in {fw} and keeps the old file as a copy",
         ))
-    if ufw == "missing":
+    if ufw == "none":
+        out.append(Finding("nothing-filters", f"{NOTHING_FILTERS}: casting needs no rule here", False))
+    elif fw != "ufw":
+        if ufw == "missing":
+            out.append(Finding("firewall-missing", f"{fw} is not installed"))
+        elif ufw == "inactive":
+            out.append(Finding("firewall-inactive", f"{fw} does not filter incoming traffic now: castwall's rules have no "
+                                                    "effect until it does"))
+        elif ufw == "unknown":
+            out.append(Finding("firewall-unread", f"not root: the live {fw} rules were not read (run with sudo to check them)",
+                               False))
+    elif ufw == "missing":
         out.append(Finding("ufw-missing", "ufw is not installed: install it with: sudo apt install ufw"))
     elif ufw == "inactive":
         out.append(Finding("ufw-inactive", "ufw is inactive: its rules, castwall's included, have no effect until 'sudo ufw enable'"))
     elif ufw == "unknown":
         out.append(Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)", False))
+    out.extend(Finding("firewall-problem", line) for line in problems)
     if state is None and not state_problem:
         out.append(Finding("not-set-up", "castwall has not set anything up yet: run 'sudo castwall setup'"))
     if state is None:
@@ -69,10 +87,10 @@ def assess(
         for r in state.rules:
             if r not in live:
                 reported.add((r.owner, r.app))
-                out.append(Finding("rule-missing", f"the {_job(r)} for {_name(state, r.owner)} ({r.ip}) is missing from ufw"))
+                out.append(Finding("rule-missing", f"the {_job(r)} for {_name(state, r.owner)} ({r.ip}) is missing from {fw}"))
         for r in owned:
             if r not in recorded:
-                out.append(Finding("rule-unrecorded", f"ufw holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
+                out.append(Finding("rule-unrecorded", f"{fw} holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
                                                       "does not record (an interrupted run?)"))
     if profiles is not None:
         for profile in sorted({r.profile_name for r in owned if r.profile and r.profile_name not in profiles}):
@@ -82,7 +100,7 @@ def assess(
                                                   f"changed, so they may not open exactly TCP {port_text(app.ports)}: "
                                                   "'sudo castwall setup' writes plain port rules instead"))
     for line in odd_tagged:
-        out.append(Finding("rule-odd", f"ufw holds a rule tagged castwall that castwall did not write; left alone: {line}"))
+        out.append(Finding("rule-odd", f"{fw} holds a rule tagged castwall that castwall did not write; left alone: {line}"))
     if discovered is not None:
         seen = {d.uuid: d for d in discovered}
         # One finding per device, from its first rule (the UDP one, where it has it).

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Collection, Mapping, Sequence
 
 from castwall import apps
-from castwall.model import (Action, Address, AppChoice, Device, Kind, Plan, PortRange, Rule, Skip, State, Step, Tracking,
+from castwall.model import (Action, Address, AppChoice, Device, FirewallChoice, Kind, Plan, PortRange, Rule, Skip, State, Step, Tracking,
                             canonical_uuid)
 
 Network = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -228,11 +228,13 @@ def next_state(
     written: str,
     chosen: Sequence[AppChoice] = (),
     follow: Sequence[Tracking] | None = None,
+    firewall: FirewallChoice | None = None,
 ) -> State:
     """The state to save after a run: what was seen now, plus what still owns a rule or is followed, and the chosen apps.
 
-    follow is what follow mode keeps (None: as before).
+    follow is what follow mode keeps, firewall the firewall the rules are in (None for either: as before).
     """
+    firewall = firewall or (previous.firewall if previous else None)
     follow = tuple(previous.follow if previous else ()) if follow is None else tuple(follow)
     devices = {d.uuid: d for d in (previous.devices if previous else ())}
     devices.update({d.uuid: d for d in seen})
@@ -242,7 +244,7 @@ def next_state(
         (d for u, d in devices.items() if u in current or u in owners),
         key=lambda d: (d.name.casefold(), d.uuid),
     )
-    return State(port_range, tuple(kept), tuple(sorted(owned, key=Rule.sort_key)), written, tuple(chosen), follow)
+    return State(port_range, tuple(kept), tuple(sorted(owned, key=Rule.sort_key)), written, tuple(chosen), follow, firewall)
 
 
 def select_rules_to_remove(
@@ -283,3 +285,19 @@ def select_rules_to_remove(
         what = "" if job == "dial" or job is None else f" ({job})"
         steps.append(Step(Action.DELETE, r, f"remove: {names.get(r.owner, r.owner)}{what}"))
     return steps, unmatched
+
+
+def uniform(plan: Plan, firewall: str) -> Plan:
+    """The plan for a firewall that lets every address it holds reach every port it opens (firewalld's
+    castwall policy: one ipset, one list of ports): with the added steps that make this so, shown
+    like any other, so the plan still names every address and port let in.
+    """
+    final = plan.wanted_rules()
+    owner_of = {r.ip: r.owner for r in final}
+    kinds = sorted({(r.proto, r.ports, r.app) for r in final}, key=lambda k: (k[0] != "udp", k[1], k[2] or ""))
+    have = {(r.ip, r.proto, r.ports) for r in final}
+    extra = [Step(Action.ADD, Rule(ip, ports, owner, proto=proto, app=app),
+                  f"{firewall} opens its ports to every address castwall lets in")
+             for ip, owner in sorted(owner_of.items(), key=lambda item: int(item[0]))
+             for proto, ports, app in kinds if (ip, proto, ports) not in have]
+    return replace(plan, steps=plan.steps + tuple(extra)) if extra else plan

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 from castwall import __version__
 from castwall.hints import Hints, plain_rows
 from castwall import apps
-from castwall.model import AppChoice, Device, Kind, Plan, PortRange, Rule, State, Step, port_text
+from castwall.model import Action, AppChoice, Device, Kind, Plan, PortRange, Rule, State, Step, port_text
 from castwall.findings import Finding
 from castwall.sanitize import safe_text
 from castwall.announcement import Rejected
@@ -81,10 +81,11 @@ def hint_lines(hints: Hints) -> list[str]:
 
 
 def plan_text(plan: Plan, *, source: str, known: Sequence[Device] = (), hints: Hints | None = None,
-              extra: Sequence[str] = ()) -> str:
-    """The plan as the user approves it: devices, hints, commands, and what ufw lets in afterwards.
+              extra: Sequence[str] = (), firewall: str = "ufw", commands: Sequence[str] | None = None) -> str:
+    """The plan as the user approves it: devices, hints, commands, and what the firewall lets in afterwards.
 
-    extra holds further sections of the plan (the dnsmasq drop-in, with --reserve).
+    extra holds further sections of the plan (the dnsmasq drop-in, with --reserve). firewall names
+    the firewall; commands are its native commands for the steps (None: ufw's, one per step).
     """
     out = [f"Port range: {plan.port_range} (from {source})", ""]
     out.append(f"Devices ({len(plan.devices)}):")
@@ -98,10 +99,9 @@ def plan_text(plan: Plan, *, source: str, known: Sequence[Device] = (), hints: H
         out.extend(f"  {safe_text(s.device.name)} ({s.device.ip}): {s.reason}" for s in plan.skipped)
     out.append("")
     if plan.steps:
-        out.append(f"ufw commands castwall will run ({len(plan.steps)}):")
-        out.append(steps_text(plan.steps))
+        out += changes_text(plan.steps, firewall, commands)
     else:
-        out.append("ufw: nothing to change.")
+        out.append(f"{firewall}: nothing to change.")
     for section in extra:
         out += ["", section]
     out += ["", allowed_list(plan, known)]
@@ -166,6 +166,23 @@ def steps_text(steps: Sequence[Step]) -> str:
     return "\n".join(f"  {command_line(s)}\n      # {s.reason}" for s in steps)
 
 
+def changes_text(steps: Sequence[Step], firewall: str = "ufw", commands: Sequence[str] | None = None) -> list[str]:
+    """The steps of a run and the firewall's commands that carry them out.
+
+    ufw's commands are one per step; firewalld's and nftables' carry out the whole list together
+    (an nftables batch, firewalld's ipset entries), so the steps come first, then the commands.
+    """
+    if commands is None:
+        return [f"{firewall} commands castwall will run ({len(steps)}):", steps_text(steps)]
+    out = [f"Changes ({len(steps)}):"]
+    for s in steps:
+        verb = "allow" if s.action is Action.ADD else "stop allowing"
+        out.append(f"  {verb} {s.rule.traffic} from {s.rule.ip}\n      # {s.reason}")
+    out.append(f"{firewall} commands castwall will run ({len(commands)}):")
+    out.extend(f"  {c}" for c in commands)
+    return out
+
+
 # --- status -----------------------------------------------------------------
 
 
@@ -196,11 +213,23 @@ def status_rows(state: State | None, discovered: Sequence[Device] | None, rules:
     return rows
 
 
+def firewall_words(firewall: str, status: str) -> str:
+    """The firewall line of status: "ufw active", "nftables (inet filter input) filtering", "none: ..."."""
+    if status == "none":
+        return "none: nothing filters incoming traffic here"
+    if firewall == "ufw":
+        return UFW_WORDS.get(status, status)
+    words = {"active": "filtering", "inactive": "NOT filtering (rules have no effect)", "missing": "not installed",
+             "unknown": "(live rules need root; shown from the state file)"}
+    return f"{firewall} {words.get(status, status)}"
+
+
 def status_text(
     *,
     port_range: PortRange,
     ufw: str,
     state_path: str,
+    firewall: str = "ufw",
     state: State | None,
     discovered: Sequence[Device] | None,
     rules: Sequence[Rule],
@@ -209,7 +238,7 @@ def status_text(
 ) -> str:
     out = [
         f"Port range:  {port_range}",
-        f"Firewall:    {UFW_WORDS.get(ufw, ufw)}",
+        f"Firewall:    {firewall_words(firewall, ufw)}",
         f"State file:  {state_path}" + (f" (written {state.written})" if state and state.written else " (none yet)" if state is None else ""),
     ]
     if follow is not None:

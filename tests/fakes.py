@@ -75,6 +75,8 @@ class FakeUfw:
             if self.dnsmasq_rejects:
                 return Completed(argv, 1, "", "\ndnsmasq: bad DHCP host name at line 4 of x\n")
             return Completed(argv, 0, "", "dnsmasq: syntax check OK.\n")
+        if argv[0] == "nft" and argv[1:3] == ("-j", "-a"):
+            return Completed(argv, 0, '{"nftables": []}', "")  # an empty ruleset: only ufw filters here
         assert argv[0] == "ufw", argv
         if not self.root:
             return Completed(argv, 1, "", "ERROR: You need to be root to run this script\n")
@@ -236,7 +238,11 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         port_range=tmp_path / "ip_local_port_range",
         arp=tmp_path / "arp",
         dnsmasq_dir=tmp_path / "dnsmasq.d",
+        ufw_conf=tmp_path / "ufw.conf",
+        nftables_conf=tmp_path / "nftables.conf",
+        system_bus=tmp_path / "no-system-bus",  # firewalld is not running
     )
+    paths.ufw_conf.write_text(f"ENABLED={'yes' if ufw.active else 'no'}\n")
     paths.port_range.write_text(port_range)
     paths.arp.write_text(arp_text(devices))
     svc = Services(
@@ -251,6 +257,7 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         poke=lambda ips: None,  # never send packets from a unit test
         now=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc),
         ufw_path="cli",  # the fake ufw is a command; never load the real ufw's library here
+        nft_cli=True,  # nor libnftables, which would read this machine's own ruleset
     )
     svc.ufw = ufw  # for assertions
     return svc

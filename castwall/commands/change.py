@@ -8,13 +8,13 @@ import click
 
 from castwall.commands.services import Services, progress
 from castwall.errors import Declined, NeedRoot
-from castwall.model import Rule, State
+from castwall.model import FirewallChoice, Rule, State
 from castwall.system import host
-from castwall.system.ufw import UfwFirewall
+from castwall.system.firewalls import NOTHING_FILTERS
 
 if TYPE_CHECKING:
+    from castwall.apply import Firewall
     from castwall.system.dnsmasq import Change
-    from castwall.system.ufwlib import UfwLibrary
 
 
 def confirm(question: str) -> None:
@@ -26,15 +26,29 @@ def confirm(question: str) -> None:
         raise Declined("not confirmed; nothing changed")
 
 
-def firewall_for(svc: Services, dry_run: bool, need_root: str) -> tuple[bool, UfwFirewall | UfwLibrary]:
-    """Whether castwall runs as root, and ufw; a change without root stops here with need_root."""
+def firewall_for(svc: Services, dry_run: bool, need_root: str, recorded: State | None = None,
+                 prefer_recorded: bool = False) -> tuple[bool, Firewall | None]:
+    """Whether castwall runs as root, and the firewall that filters (None: nothing does); a change without
+    root stops here with need_root. With prefer_recorded, the firewall the state file names (if it
+    names one and --firewall does not say otherwise)."""
     root = svc.is_root()
     if not root and not dry_run:
         raise NeedRoot(need_root)
-    firewall = svc.firewall()
-    if root:
+    choice = recorded.firewall if recorded else None
+    use = choice if prefer_recorded and choice and svc.firewall_given is None and svc.nft_chain is None else None
+    firewall = svc.firewall(choice, use)
+    if root and firewall is not None:
         firewall.require()
     return root, firewall
+
+
+def choice_of(firewall: Firewall) -> FirewallChoice:
+    """What the state file records of the firewall castwall's rules are in."""
+    return FirewallChoice(firewall.name, getattr(firewall, "chain", None))
+
+
+def nothing_filters() -> str:
+    return f"{NOTHING_FILTERS}: castwall has nothing to open, and casting is not blocked here ('castwall check' measures it)"
 
 
 def timestamp(svc: Services) -> str:
@@ -48,15 +62,15 @@ def save_state(svc: Services, state: State, problem: str | None) -> None:
         progress(f"The unusable state file was kept as {kept}.")
 
 
-def done_text(steps: int, change: Change | None) -> str:
-    parts = [f"{steps} ufw change(s) applied and verified."] if steps else []
+def done_text(steps: int, change: Change | None, firewall: str = "ufw") -> str:
+    parts = [f"{steps} {firewall} change(s) applied and verified."] if steps else []
     if change and not change.empty:
         parts.append(f"dnsmasq restarted with {change.path}." if change.new else f"{change.path} removed; dnsmasq restarted.")
     return " ".join(parts)
 
 
-def drift(recorded: State | None, owned: Sequence[Rule]) -> list[str]:
-    """What differs between the state file and castwall's rules in ufw, as warnings.
+def drift(recorded: State | None, owned: Sequence[Rule], firewall: str = "ufw") -> list[str]:
+    """What differs between the state file and castwall's rules in the firewall, as warnings.
 
     A run killed part way (SIGKILL, power loss) leaves such a difference; the
     run that sees it plans from ufw's rules and saves a state that matches.
@@ -66,9 +80,9 @@ def drift(recorded: State | None, owned: Sequence[Rule]) -> list[str]:
     gone = known - set(owned)
     out = []
     if extra and recorded is not None:
-        out.append(f"ufw holds {len(extra)} castwall rule(s) the state file does not record (an interrupted run?): "
+        out.append(f"{firewall} holds {len(extra)} castwall rule(s) the state file does not record (an interrupted run?): "
                    + ", ".join(f"{r.traffic} from {r.ip}" for r in sorted(extra, key=Rule.sort_key)) + "; castwall takes them into account")
     if gone:
-        out.append(f"{len(gone)} rule(s) recorded in the state file are no longer in ufw: "
+        out.append(f"{len(gone)} rule(s) recorded in the state file are no longer in {firewall}: "
                    + ", ".join(f"{r.traffic} from {r.ip}" for r in sorted(gone, key=Rule.sort_key)))
     return out

@@ -52,9 +52,14 @@ def candidates(survey: Survey, state: State | None, rules: Sequence[Rule]) -> tu
 
 
 def known_rules(svc: Services, root: bool, state: State | None) -> list[Rule]:
-    """castwall's rules (and the user's of the same shape): read from ufw as root, else from the state file."""
+    """castwall's rules (and the user's of the same shape): read from the firewall as root, else from the state file.
+
+    Where nothing filters, there are none, and check still measures what gets through.
+    """
     if root:
-        firewall = svc.firewall()
+        firewall = svc.firewall(state.firewall if state else None)
+        if firewall is None:
+            return []
         if firewall.installed():
             return list(firewall.rules().rules)
     return list(state.rules) if state else []

@@ -10,7 +10,7 @@ import click
 
 from castwall import render
 from castwall.apply import deferred_signals, placed, run_transaction
-from castwall.commands.change import firewall_for, save_state, timestamp
+from castwall.commands.change import firewall_for, nothing_filters, save_state, timestamp
 from castwall.commands.services import Services, progress, warn
 from castwall.commands.survey import take_survey
 from castwall.errors import BadData, CastwallError, MissingTool, NeedRoot, NetworkUnavailable, ToolFailed
@@ -31,7 +31,12 @@ def say(event: Event | str) -> None:
 
 def run_pass(svc: Services, interfaces: tuple[str, ...], timeout: float) -> None:
     """One follow pass, as the service runs it: non-interactive, all or nothing, recorded for status."""
-    _, firewall = firewall_for(svc, False, "follow run changes the firewall and needs root: run 'sudo castwall follow run'")
+    recorded, _ = host.read_state(svc.paths.state_file)
+    _, firewall = firewall_for(svc, False, "follow run changes the firewall and needs root: run 'sudo castwall follow run'",
+                               recorded, prefer_recorded=True)
+    if firewall is None:
+        say(f"{nothing_filters()}; nothing to follow")
+        return
     # A pass that cannot start (no root, no ufw, another run holds the lock) is no pass: the record keeps the last one.
     with host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress):
         started = timestamp(svc)
@@ -54,7 +59,7 @@ def _pass(svc: Services, firewall, interfaces: tuple[str, ...], timeout: float, 
         say("no device is approved yet; nothing to follow (run 'sudo castwall setup')")
         return
     port_range = read_port_range(svc.paths.port_range)
-    profiles, _ = installed_profiles(svc.paths.ufw_profiles)
+    profiles, _ = installed_profiles(svc.paths.ufw_profiles) if firewall.name == "ufw" else (frozenset(), None)
     try:
         # As setup does, ask twice: a pass must hear every announcement, an impostor's and a new device's too.
         survey = take_survey(svc, interfaces, timeout, True, known=state, check_claims=True)
@@ -83,7 +88,7 @@ def _pass(svc: Services, firewall, interfaces: tuple[str, ...], timeout: float, 
         for event in plan.changes:
             say(event)
         events.extend(plan.changes)
-        say(f"{len(plan.steps)} ufw change(s) applied and verified")
+        say(f"{len(plan.steps)} {firewall.name} change(s) applied and verified")
     else:
         if replace(plan.state, written=None) != replace(state, written=None):
             save_state(svc, plan.state, None)
@@ -100,7 +105,7 @@ def _apply(svc: Services, firewall, plan: FollowPlan, order) -> None:
             missing = sorted(plan.expected - after, key=Rule.sort_key)
             extra = sorted(after - plan.expected, key=Rule.sort_key)
             parts = [f"missing {r.traffic} from {r.ip}" for r in missing] + [f"unexpected {r.traffic} from {r.ip}" for r in extra]
-            raise ToolFailed("ufw does not show the expected rules afterwards: " + "; ".join(parts))
+            raise ToolFailed(f"{firewall.name} does not show the expected rules afterwards: " + "; ".join(parts))
         save_state(svc, plan.state, None)
 
     with deferred_signals() as interrupted, svc.timed(f"follow: {len(plan.steps)} step(s) through {firewall.path}"):

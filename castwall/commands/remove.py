@@ -9,7 +9,7 @@ import click
 
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, placed, run_transaction
-from castwall.commands.change import confirm, done_text, drift, firewall_for, save_state, timestamp
+from castwall.commands.change import choice_of, confirm, done_text, drift, firewall_for, nothing_filters, save_state, timestamp
 from castwall.commands.services import Services, progress, warn
 from castwall.errors import NotFound, UsageError
 from castwall.model import Rule, State
@@ -26,22 +26,27 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
     if selectors and app_names:
         raise UsageError("--app withdraws an app from every device, and --device takes all of a device's rules away: "
                          "use one of them")
-    root, firewall = firewall_for(svc, dry_run, "remove changes the firewall and needs root: "
-                               "run 'sudo castwall remove' (or add --dry-run)")
     recorded, problem = host.read_state(svc.paths.state_file)
+    # castwall's rules are taken out of the firewall the state file says they are in, unless --firewall says otherwise.
+    root, firewall = firewall_for(svc, dry_run, "remove changes the firewall and needs root: "
+                                  "run 'sudo castwall remove' (or add --dry-run)", recorded, prefer_recorded=True)
+    if firewall is None:
+        click.echo(f"{nothing_filters()}; castwall has no rules to remove.")
+        return
+    fw = firewall.name
     if problem:
-        warn(f"{problem}; castwall's tagged rules in ufw are used instead" + (", and the old file is kept as a copy" if not dry_run else ""))
+        warn(f"{problem}; castwall's tagged rules in {fw} are used instead" + (", and the old file is kept as a copy" if not dry_run else ""))
     state = recorded or State(None, (), ())
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
         if root:
             ruleset = firewall.rules()
             owned, order = ruleset.owned, ruleset.order
-            for message in drift(recorded, owned):
+            for message in drift(recorded, owned, fw):
                 warn(message)
         else:
             owned, order = tuple(r for r in state.rules if r.owner), ()
-            warn("not root: castwall's rules were taken from the state file, not read from ufw")
+            warn(f"not root: castwall's rules were taken from the state file, not read from {fw}")
         steps, unmatched = select_rules_to_remove(owned, state.devices, selectors, app_names, state.apps)
         # A device whose rules follow mode withdrew (away) has no rule, but is still approved: forget it.
         away = {sel: _away(state, sel) for sel in unmatched}
@@ -81,11 +86,12 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
                 save_state(svc, with_apps, problem)
                 click.echo(f"No device had a rule for {', '.join(app_names)}; no longer chosen, so setup gives it to none.")
                 return
-            click.echo("castwall has no rules in ufw; nothing to remove.")
+            click.echo(f"castwall has no rules in {fw}; nothing to remove.")
             return
         if steps:
-            click.echo(f"ufw commands castwall will run ({len(steps)}):")
-            click.echo(render.steps_text(steps))
+            commands = firewall.commands(steps) if root or fw == "ufw" else [
+                f"(the exact {fw} commands need root: castwall reads the live ruleset to write them)"]
+            click.echo("\n".join(render.changes_text(steps, fw, commands)))
         if change:
             click.echo(("\n" if steps else "") + change.describe())
         unit = dns.active_unit() if change else None
@@ -101,12 +107,12 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
 
         def finish() -> None:
             remaining = firewall.rules().owned
-            check_empty([s for s in steps if s.rule in remaining])
+            check_empty([s for s in steps if s.rule in remaining], fw)
             owners = {r.owner for r in remaining} | {t.uuid for t in follow}
             devices = tuple(d for d in state.devices if d.uuid in owners)
             rules = tuple(sorted(remaining, key=Rule.sort_key))
             with dns.applied(change, unit, progress) if change else contextlib.nullcontext():
-                save_state(svc, State(state.port_range, devices, rules, timestamp(svc), chosen, follow), problem)
+                save_state(svc, State(state.port_range, devices, rules, timestamp(svc), chosen, follow, choice_of(firewall)), problem)
 
         if remove_all:
             _follow_off(svc)  # before the rules go: no pass may bring them back
@@ -119,7 +125,7 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
         finally:
             dns.discard()
         withdrawn = f" {', '.join(app_names)} no longer chosen: setup gives it to no device." if app_names else ""
-        click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other ufw rules were not touched.{withdrawn}"
+        click.echo(f"\nDone: {len(steps)} castwall rule(s) removed; other {fw} rules were not touched.{withdrawn}"
                    + (f" {done_text(0, change)}" if change else ""))
 
 

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from castwall.announcement import Announcement
+from castwall.apply import Firewall
 from castwall.errors import UsageError
+from castwall.model import FirewallChoice, NftChain
 from castwall.system import host
 from castwall.system.arp import packet_arp
 from castwall.system.discovery import discover as discover_devices
@@ -20,6 +22,8 @@ from castwall.system.interfaces import NetInterface, list_interfaces
 from castwall.system.neighbours import poke
 from castwall.system.reach import tcp_opens
 from castwall.system.runner import Runner, SubprocessRunner
+from castwall.system.firewalls import Landscape, choose, describe, look
+from castwall.system.nftables import NftablesFirewall
 from castwall.system.ufw import UfwFirewall
 
 if TYPE_CHECKING:  # loaded when a command needs them: discover and --help do not
@@ -62,6 +66,9 @@ class Services:
     lock_wait: float = 10.0
     debug: bool = False
     ufw_path: str = field(default_factory=lambda: os.environ.get("CASTWALL_UFW", "auto"))
+    firewall_given: str | None = None  # --firewall
+    nft_chain: NftChain | None = None  # --nft-chain
+    nft_cli: bool | None = None  # True: the nft command through runner, never libnftables (None: CASTWALL_NFT decides)
 
     def note(self, message: str) -> None:
         """A --debug line: what castwall does, how long it took, which path it took."""
@@ -71,7 +78,38 @@ class Services:
     def interfaces(self) -> list[NetInterface]:
         return list_interfaces(self.runner)
 
-    def firewall(self) -> UfwFirewall | UfwLibrary:
+    def landscape(self) -> Landscape:
+        """What filters this computer's incoming traffic."""
+        root = self.is_root()
+        reader = self.nftables(None).items if root else None
+        with self.timed("finding the firewall"):
+            return look(self.runner, self.paths.ufw_conf, self.paths.system_bus, root, reader)
+
+    def nftables(self, chain: NftChain | None) -> NftablesFirewall:
+        return NftablesFirewall(self.runner, chain, self.paths.nft_include, self.paths.nftables_conf, cli=self.nft_cli,
+                                note=self.note)
+
+    def choose_firewall(self, recorded: FirewallChoice | None) -> FirewallChoice | None:
+        """The firewall castwall's rules go in (None: nothing filters). Raises UsageError, TwoManagers."""
+        land = self.landscape()
+        picked = choose(land, self.firewall_given, self.nft_chain, recorded)
+        self.note(describe(land, picked))
+        return picked
+
+    def firewall(self, recorded: FirewallChoice | None = None, choice: FirewallChoice | None = None) -> Firewall | None:
+        """The backend of the firewall that filters (choice, else found), or None when nothing filters."""
+        choice = choice or self.choose_firewall(recorded)
+        if choice is None:
+            return None
+        if choice.name == "nftables":
+            return self.nftables(choice.chain)
+        if choice.name == "firewalld":
+            from castwall.system.firewalld import FirewalldFirewall
+
+            return FirewalldFirewall(self.runner, self.paths.firewalld_journal, note=self.note)
+        return self.ufw_backend()
+
+    def ufw_backend(self) -> UfwFirewall | UfwLibrary:
         """ufw's Python library in this process where it loads (as root), else the ufw command."""
         if self.ufw_path not in ("auto", "cli", ""):
             raise UsageError(f"CASTWALL_UFW must be 'auto' or 'cli', not {self.ufw_path!r}")

@@ -11,13 +11,13 @@ from castwall import apps
 from castwall import hints as hintlib
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, placed, run_transaction
-from castwall.commands.change import confirm, done_text, drift, firewall_for, save_state, timestamp
+from castwall.commands.change import choice_of, confirm, done_text, drift, firewall_for, nothing_filters, save_state, timestamp
 from castwall.commands.services import Services, not_root_hint, note, progress, warn
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.errors import NotFound, UsageError
 from castwall.follow import approvals
 from castwall.model import Address, AppChoice, Rule, State
-from castwall.planner import Trust, next_state, plan_setup, select_devices
+from castwall.planner import Trust, next_state, plan_setup, select_devices, uniform
 from castwall.system import host
 from castwall.system.gateway import current_lans
 from castwall.system.sysctl import read_port_range
@@ -40,25 +40,33 @@ def run(
     reserve: str | None,
     given: Sequence[AppChoice] = (),
 ) -> None:
+    previous, problem = host.read_state(svc.paths.state_file)
     root, firewall = firewall_for(svc, dry_run, "setup changes the firewall and needs root: "
-                               "run 'sudo castwall setup' (or add --dry-run to only see the plan)")
+                                  "run 'sudo castwall setup' (or add --dry-run to only see the plan)", previous)
+    if firewall is None:
+        click.echo(f"{nothing_filters()}. Nothing was changed.")
+        return
+    fw = firewall.name
     dns = svc.dnsmasq() if reserve else None
     unit = dns.require() if dns else None
     port_range = read_port_range(svc.paths.port_range)
-    previous, problem = host.read_state(svc.paths.state_file)
     if problem:
-        warn(f"{problem}; castwall rebuilds it from its tagged rules in ufw" + (", keeping the old file as a copy" if not dry_run else ""))
+        warn(f"{problem}; castwall rebuilds it from its tagged rules in {fw}" + (", keeping the old file as a copy" if not dry_run else ""))
     try:
         chosen = apps.merge(previous.apps if previous else (), given)
     except apps.AppError as exc:
         raise UsageError(str(exc)) from None
-    profiles, profile_note = installed_profiles(svc.paths.ufw_profiles)
+    profiles, profile_note = installed_profiles(svc.paths.ufw_profiles) if fw == "ufw" else (frozenset(), None)
     if profile_note and any(apps.is_default(c) for c in chosen):
         note(profile_note)
     trust = Trust(routed=allow_routed, public=allow_public, contested=frozenset(contested))
     survey = take_survey(svc, interfaces, timeout, root, known=previous, trust=trust, check_claims=root)
     show_rejected(survey)
     devices = survey.devices
+    refused = dict(survey.refused)
+    if fw != "ufw":
+        refused.update({d.uuid: f"{d.ip} is an IPv6 address; castwall's {fw} rules hold IPv4 addresses"
+                        for d in devices if d.ip.version != 4 and d.uuid not in refused})
     if not devices:
         hint = "" if root else not_root_hint("setup")
         raise NotFound(f"no Cast device answered within {timeout:g} s; is the device on and on this LAN?{hint}")
@@ -67,8 +75,9 @@ def run(
         raise NotFound(f"no Cast device matches {', '.join(repr(s) for s in unmatched)}; 'castwall discover' lists them")
 
     def planned(rules: Sequence[Rule]):
-        return plan_setup(devices, port_range, rules, scope=scope, refused=survey.refused, accepted=trust.contested,
+        plan = plan_setup(devices, port_range, rules, scope=scope, refused=refused, accepted=trust.contested,
                           chosen=chosen, profiles=profiles)
+        return uniform(plan, fw) if fw == "firewalld" else plan
 
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
@@ -76,12 +85,12 @@ def run(
             ruleset = firewall.rules()
             current, order = ruleset.rules, ruleset.order
             active = firewall.active()
-            for message in drift(previous, [r for r in current if r.owner]):
+            for message in drift(previous, [r for r in current if r.owner], fw):
                 warn(message)
         else:
             current, order = (previous.rules if previous else ()), ()
             active = None
-            warn("not root: ufw's rules were taken from the state file, not read from ufw")
+            warn(f"not root: {fw}'s rules were taken from the state file, not read from {fw}")
         try:  # apps whose rules ufw holds but the state file does not name stay chosen
             chosen = apps.merge(apps.recovered(previous.apps if previous else (), [r for r in current if r.owner]), given)
         except apps.AppError as exc:
@@ -91,8 +100,10 @@ def run(
         change = _reservations(dns, plan, previous, survey.networks) if dns else None
         extra = [render.apps_section(plan, given, scope is not None)] if chosen else []
         extra += [change.describe()] if change else []
+        commands = firewall.commands(plan.steps) if root or fw == "ufw" else [
+            f"(the exact {fw} commands need root: castwall reads the live ruleset to write them)"]
         click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else (),
-                                    hints=found, extra=extra))
+                                    hints=found, extra=extra, firewall=fw, commands=commands))
         if dry_run:
             click.echo("\nDry run: nothing was changed.")
             return
@@ -103,17 +114,18 @@ def run(
 
         def save(rules: Sequence[Rule]) -> None:
             owned = [r for r in rules if r.owner]
-            follow = approvals(previous, [d for d in plan.devices if d.uuid not in survey.refused], owned, lans)
-            save_state(svc, next_state(previous, plan.devices, owned, port_range, timestamp(svc), chosen, follow), problem)
+            follow = approvals(previous, [d for d in plan.devices if d.uuid not in refused], owned, lans)
+            save_state(svc, next_state(previous, plan.devices, owned, port_range, timestamp(svc), chosen, follow,
+                                       choice_of(firewall)), problem)
 
         if not plan.empty or (change and not change.empty):
             if not yes:
                 click.echo("")
-                confirm(_question(len(plan.steps), change))
+                confirm(_question(len(commands) if commands is not None else len(plan.steps), change, fw))
 
             def finish() -> None:
                 after = firewall.rules().rules
-                check_empty(planned(after).steps)
+                check_empty(planned(after).steps, fw)
                 with dns.applied(change, unit, progress) if dns and change else contextlib.nullcontext():
                     save(after)
 
@@ -126,12 +138,22 @@ def run(
             finally:
                 if dns:
                     dns.discard()
-            click.echo(f"\nDone: {done_text(len(plan.steps), change)} {render.allowed_summary(plan)}")
+            click.echo(f"\nDone: {done_text(len(plan.steps), change, fw)} {render.allowed_summary(plan)}")
         else:
             save(current)
+            firewall.sync()
             click.echo(f"\nNothing to change: every device already has its rule. {render.allowed_summary(plan)}")
         if active is False:
-            warn("ufw is INACTIVE: these rules have no effect until you run 'sudo ufw enable' (castwall does not enable it for you)")
+            warn(INACTIVE.get(fw, f"{fw} does not filter incoming traffic now: castwall's rules take effect when it does"))
+        for line in firewall.problems():  # after a run: castwall's part is in place, so only what it cannot fix
+            note(line)
+
+
+INACTIVE = {
+    "ufw": "ufw is INACTIVE: these rules have no effect until you run 'sudo ufw enable' (castwall does not enable it for you)",
+    "nftables": "the nftables chain castwall's rule is in does not drop by default: the rule changes nothing until it does",
+    "firewalld": "firewalld is not running: castwall's ipset entries take effect when it starts",
+}
 
 
 def _reservations(dns: Dnsmasq, plan, previous: State | None, networks) -> Change:
@@ -142,8 +164,8 @@ def _reservations(dns: Dnsmasq, plan, previous: State | None, networks) -> Chang
     return dns.plan(hintlib.collect([d for u, d in pool.items() if u in owners], networks))
 
 
-def _question(steps: int, change: Change | None) -> str:
-    parts = [f"{steps} ufw command(s)"] if steps else []
+def _question(steps: int, change: Change | None, firewall: str = "ufw") -> str:
+    parts = [f"{steps} {firewall} command(s)"] if steps else []
     if change and not change.empty:
         parts.append("the dnsmasq change")
     return f"Run {' and '.join(parts)}?"

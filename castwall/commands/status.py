@@ -24,14 +24,20 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     root = svc.is_root()
     port_range = read_port_range(svc.paths.port_range)
     state, problem = host.read_state(svc.paths.state_file)
-    firewall = svc.firewall()
-    live, odd = None, ()
-    if not firewall.installed():
+    recorded = state.firewall if state else None
+    use = recorded if recorded and svc.firewall_given is None and svc.nft_chain is None else None
+    firewall = svc.firewall(recorded, use)
+    live, odd, problems = None, (), []
+    fw = firewall.name if firewall else "none"
+    if firewall is None:
+        ufw = "none"
+    elif not firewall.installed():
         ufw = "missing"
     elif root:
         ruleset = firewall.rules()
         live, odd = ruleset.rules, ruleset.odd_tagged
         ufw = "active" if firewall.active() else "inactive"
+        problems = firewall.problems(state.rules if state else ())
     else:
         ufw = "unknown"
     survey = None if no_discover else take_survey(svc, interfaces, timeout, root, known=state, expect=not check,
@@ -39,9 +45,9 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     if survey:
         show_rejected(survey)
     discovered = survey.devices if survey else None
-    profiles, _ = installed_profiles(svc.paths.ufw_profiles)
+    profiles, _ = installed_profiles(svc.paths.ufw_profiles) if fw == "ufw" else (None, None)
     findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem,
-                      profiles=profiles)
+                      profiles=profiles, firewall=fw, problems=problems)
     rules = live if live is not None else (state.rules if state else ())
     verdicts = measure(svc, candidates(survey, state, rules)[0], survey, rules, port_range) if check and survey else None
     findings += verdict_findings(verdicts or ())
@@ -50,7 +56,8 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
         doc = render.document(
             "status",
             port_range=[port_range.low, port_range.high],
-            ufw=ufw,
+            ufw=ufw if fw == "ufw" else None,
+            firewall={"name": fw, "status": ufw, "chain": str(firewall.chain) if getattr(firewall, "chain", None) else None},
             state_file=str(svc.paths.state_file),
             state_written=state.written if state else None,
             known=[render.device_json(d) for d in (state.devices if state else ())],
@@ -68,6 +75,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
         click.echo(render.status_text(
             port_range=port_range,
             ufw=ufw,
+            firewall=fw,
             state_path=str(svc.paths.state_file),
             state=state,
             discovered=discovered,

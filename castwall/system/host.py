@@ -32,6 +32,9 @@ class Paths:
     dnsmasq_dir: Path = Path("/etc/dnsmasq.d")
     ufw_profiles: Path = Path("/etc/ufw/applications.d/castwall")  # castwall's ufw application profiles (the .deb ships them)
     systemd_booted: Path = Path("/run/systemd/system")  # present while systemd runs the system (sd_booted)
+    ufw_conf: Path = Path("/etc/ufw/ufw.conf")  # ENABLED=yes while ufw filters
+    nftables_conf: Path = Path("/etc/nftables.conf")  # the admin's ruleset, which nftables.service loads
+    system_bus: Path = Path("/run/dbus/system_bus_socket")  # firewalld answers on the system bus
 
     @property
     def state_file(self) -> Path:
@@ -41,6 +44,16 @@ class Paths:
     def follow_record(self) -> Path:
         """The last follow pass: when, how it ended, what it changed (status and follow status read it)."""
         return self.state_dir / "follow-last.json"
+
+    @property
+    def nft_include(self) -> Path:
+        """castwall's set and rule in nft's syntax, which /etc/nftables.conf includes so that a reload keeps them."""
+        return self.state_dir / "nftables.nft"
+
+    @property
+    def firewalld_journal(self) -> Path:
+        """Which device owns which entry of firewalld's castwall ipset (firewalld keeps no comments)."""
+        return self.state_dir / "firewalld.json"
 
     @classmethod
     def from_environment(cls, environ=os.environ) -> Paths:

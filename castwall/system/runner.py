@@ -14,7 +14,7 @@ from castwall.errors import MissingTool, ToolFailed
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Which Debian package provides each program castwall runs.
-PACKAGES = {"ufw": "ufw", "ip": "iproute2"}
+PACKAGES = {"ufw": "ufw", "ip": "iproute2", "nft": "nftables", "firewall-cmd": "firewalld"}
 
 
 @dataclass(frozen=True)

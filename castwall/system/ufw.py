@@ -164,7 +164,18 @@ def parse_show_added(text: str) -> RuleSet:
 class UfwFirewall:
     """ufw 0.36+ driven through its CLI; every call needs root."""
 
+    name = "ufw"
     path = "the ufw command, one call per rule"
+
+    def commands(self, steps: Sequence[Step]) -> None:
+        """None: ufw runs one command per step, and the plan shows each with its step."""
+        return None
+
+    def problems(self, recorded: Sequence[Rule] = ()) -> list[str]:
+        return []  # what differs in ufw shows as rules missing or unrecorded
+
+    def sync(self) -> None:
+        pass  # ufw keeps its rules in its own files
 
     def __init__(self, runner: Runner):
         self.runner = runner

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from castwall.errors import CastwallError, NeedRoot, ToolFailed
-from castwall.model import RuleSet, Step
+from castwall.model import Rule, RuleSet, Step
 from castwall.system.runner import SAFE_PATH, Runner
 from castwall.system.ufw import UfwFirewall, outcome, parse_show_added
 
@@ -108,7 +108,18 @@ class UfwLibrary:
     puts the files back byte for byte and reloads; end() releases the lock.
     """
 
+    name = "ufw"
     path = "ufw's Python library, in process"
+
+    def commands(self, steps: Sequence[Step]) -> None:
+        """None: ufw runs one command per step, and the plan shows each with its step."""
+        return None
+
+    def problems(self, recorded: Sequence[Rule] = ()) -> list[str]:
+        return []  # what differs in ufw shows as rules missing or unrecorded
+
+    def sync(self) -> None:
+        pass  # ufw keeps its rules in its own files
 
     def __init__(self, runner: Runner, *, debug: Callable[[str], None] = lambda m: None):
         self.cli = UfwFirewall(runner)  # for installed()/require(): the ufw package is what must be there
