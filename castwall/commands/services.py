@@ -69,6 +69,7 @@ class Services:
     firewall_given: str | None = None  # --firewall
     nft_chain: NftChain | None = None  # --nft-chain
     nft_cli: bool | None = None  # True: the nft command through runner, never libnftables (None: CASTWALL_NFT decides)
+    firewalld_cli: bool | None = None  # True: firewall-cmd through runner, never D-Bus (None: CASTWALL_FIREWALLD decides)
 
     def note(self, message: str) -> None:
         """A --debug line: what castwall does, how long it took, which path it took."""
@@ -106,7 +107,7 @@ class Services:
         if choice.name == "firewalld":
             from castwall.system.firewalld import FirewalldFirewall
 
-            return FirewalldFirewall(self.runner, self.paths.firewalld_journal, note=self.note)
+            return FirewalldFirewall(self.runner, self.paths.firewalld_journal, note=self.note, cli=self.firewalld_cli)
         return self.ufw_backend()
 
     def ufw_backend(self) -> UfwFirewall | UfwLibrary:
