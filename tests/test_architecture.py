@@ -78,6 +78,25 @@ def test_dial_is_read_by_pure_code_and_fetched_by_one_module():
     assert users_of("castwall.system.ssdp") <= {"castwall.commands.services", "castwall.system.discovery"}
 
 
+def test_each_firewall_library_is_loaded_by_its_own_backend_only():
+    # python3-nftables and python3-firewall are Debian's; PyPI's stack has neither, and the commands take over.
+    assert users_of("nftables") == {"castwall.system.nftables"}
+    assert users_of("firewall.client") | users_of("firewall") <= {"castwall.system.firewalld_bus"}
+    assert users_of("firewall.client") | users_of("firewall")
+
+
+def test_backends_are_peers_and_the_planner_knows_none_of_them():
+    backends = {"castwall.system.ufw", "castwall.system.ufwlib", "castwall.system.firewalld", "castwall.system.firewalld_bus",
+                "castwall.system.nftables", "castwall.system.nft_ruleset"}
+    peers = {"castwall.system.nftables": {"castwall.system.nft_ruleset"}, "castwall.system.ufwlib": {"castwall.system.ufw"},
+             "castwall.system.firewalld": {"castwall.system.firewalld_bus"}, "castwall.system.firewalls": {"castwall.system.nft_ruleset"}}
+    for module in backends | {"castwall.system.firewalls"}:
+        reached = {n for n in modules()[module] if n in backends} - peers.get(module, set()) - {module}
+        assert not reached, f"{module} imports {reached}"
+    for module in ("castwall.planner", "castwall.follow", "castwall.apply"):
+        assert not {n for n in modules()[module] if n in backends}, module
+
+
 def test_pure_core_does_not_reach_into_system_or_cli():
     for module in ("castwall.model", "castwall.apps", "castwall.findings", "castwall.announcement", "castwall.dial", "castwall.planner", "castwall.render", "castwall.state",
                    "castwall.sanitize", "castwall.errors", "castwall.apply", "castwall.hints"):
