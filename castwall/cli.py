@@ -50,18 +50,23 @@ class CastwallGroup(click.Group):
 
 @click.group(cls=CastwallGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="castwall", message="%(prog)s %(version)s")
-@click.option("--debug", is_flag=True, help="Show timings, which ufw path ran, and tracebacks for internal errors.")
+@click.option("--debug", is_flag=True, help="Show timings, which firewall castwall chose and how it drives it, and tracebacks "
+                                            "for internal errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Let Chromecasts and other Cast devices through ufw, with narrow rules per device.
+    """Let Chromecasts and other Cast devices through the firewall, with narrow rules per device.
 
     castwall finds Cast devices on the LAN with mDNS and DIAL, as Chrome
     does, resolves their MAC addresses, reads the local port range and
     allows UDP from each device's address to that range: the path of the
-    devices' DIAL answers, which ufw's default deny drops and which is
+    devices' DIAL answers, which a default-deny firewall drops and which is
     Chrome's only way to find them where the LAN loses multicast. So casting
-    from Chrome works while ufw keeps denying everything else, and 'castwall
-    check' measures whether Chrome can find and reach each device. With
+    from Chrome works while the firewall keeps denying everything else, and
+    'castwall check' measures whether Chrome can find and reach each device.
+    The rules go in the firewall that filters: ufw if it is enabled,
+    firewalld if it runs, else the admin's nftables input chain that drops
+    (--firewall and --nft-chain choose; where nothing filters, setup says
+    there is nothing to open). With
     'setup --app' each device may also fetch media from a sender app (VLC,
     catt, ...) on exactly that app's ports. It suggests a DHCP reservation for each device so
     its address, and so its rule, stays valid ('castwall hints' prints them in
@@ -76,8 +81,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
       2  usage error
       3  status or check: something needs attention
       4  root needed
-      5  a required program is missing (ufw, ip; dnsmasq for --reserve; pychromecast for check --app; systemd for follow)
-      6  a ufw command or the dnsmasq reservations failed; any change of the run was undone
+      5  a required program is missing (ufw, nft, firewall-cmd, ip; dnsmasq for --reserve; pychromecast for check --app; systemd for follow), or ufw and firewalld both filter
+      6  a firewall command or the dnsmasq reservations failed; any change of the run was undone
       7  a firewall change failed and could not be fully undone
       8  unusable system data (port range, state file, command output)
       9  no Cast device found, or --device matched nothing
