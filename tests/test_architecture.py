@@ -87,9 +87,10 @@ def test_each_firewall_library_is_loaded_by_its_own_backend_only():
 
 def test_backends_are_peers_and_the_planner_knows_none_of_them():
     backends = {"castwall.system.ufw", "castwall.system.ufwlib", "castwall.system.firewalld", "castwall.system.firewalld_bus",
-                "castwall.system.nftables", "castwall.system.nft_ruleset"}
+                "castwall.system.firewalld_view", "castwall.system.nftables", "castwall.system.nft_ruleset"}
     peers = {"castwall.system.nftables": {"castwall.system.nft_ruleset"}, "castwall.system.ufwlib": {"castwall.system.ufw"},
-             "castwall.system.firewalld": {"castwall.system.firewalld_bus"}, "castwall.system.firewalls": {"castwall.system.nft_ruleset"}}
+             "castwall.system.firewalld": {"castwall.system.firewalld_bus", "castwall.system.firewalld_view"},
+             "castwall.system.firewalld_view": {"castwall.system.firewalld_bus"}, "castwall.system.firewalls": {"castwall.system.nft_ruleset"}}
     for module in backends | {"castwall.system.firewalls"}:
         reached = {n for n in modules()[module] if n in backends} - peers.get(module, set()) - {module}
         assert not reached, f"{module} imports {reached}"

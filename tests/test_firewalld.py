@@ -15,7 +15,8 @@ from castwall.apply import run_transaction
 from castwall.errors import FirewallRolledBack, ToolFailed
 from castwall.model import Action, PortRange, Rule, Step
 from castwall.system import firewalld_bus as bus
-from castwall.system.firewalld import SHIPPED, FirewalldFirewall, Spec, forced_cli, parse_journal, product
+from castwall.system.firewalld import FirewalldFirewall, forced_cli
+from castwall.system.firewalld_view import SHIPPED, Spec, parse_journal, product
 from castwall.system.firewalld_bus import CommandTransport, IpsetInfo, Op, PolicyInfo
 from castwall.system.runner import Completed
 
