@@ -143,10 +143,12 @@ def run_transaction(
                 done.append(step)
         position = total + 1
         firewall.commit()
-        finish()
+        # A batch firewall changes everything in commit(): a signal that came meanwhile undoes it, before the
+        # state is saved. Once finish() has verified and saved, the run is complete and stays.
         signum = interrupted()
         if signum is not None:
             raise Interrupted(f"interrupted by {signal.Signals(signum).name} at the end of the run")
+        finish()
     except CastwallError as exc:
         where = exc.message if isinstance(exc, Interrupted) else (
             f"step {position} of {total} failed: {exc.message}" if position <= total else f"after the changes: {exc.message}"
