@@ -64,6 +64,9 @@ class FakeFirewalld:
             return None
         return PolicyInfo(p["target"], tuple(p["ingress"]), tuple(p["egress"]), tuple(p["rules"]), tuple(p["other"]))
 
+    def read(self):
+        return self.ipset(False), self.policy(False), self.ipset(True), self.policy(True)
+
     def do(self, op: Op) -> bool:
         self.ops.append(op)
         self.journal_at.append(self.journal.read_text() if self.journal and self.journal.exists() else None)

@@ -81,8 +81,8 @@ class FirewalldFirewall:
             return False
 
     def _read(self) -> View:
-        t = self.transport
-        return View(Layer(t.ipset(False), t.policy(False)), Layer(t.ipset(True), t.policy(True)),
+        ipset, policy, perm_ipset, perm_policy = self.transport.read()
+        return View(Layer(ipset, policy), Layer(perm_ipset, perm_policy),
                     bool(self.shipped_files) and all(p.is_file() for p in self.shipped_files))
 
     def _read_journal(self) -> Journal:
@@ -121,7 +121,16 @@ class FirewalldFirewall:
         return out + [f"{f} (not castwall's shape: castwall will not change it)" for f in view.live.findings()]
 
     def sync(self) -> None:
-        """Nothing to do: every change is made at runtime and in the permanent configuration alike."""
+        """Give both configurations castwall's live entries: a run killed between an entry's runtime and
+        permanent change left it in one of them (only entries the journal names: the rest are not castwall's)."""
+        view, journal = self._read(), self._read_journal()
+        if not (view.runtime.present and view.permanent.present):
+            return
+        owned = {ip for ip in view.live.entries if ip in journal.owners}
+        for op in change_ops(view, owned | (view.live.entries - owned), None):
+            if op.kind == "add-entry" and op.arg in owned:
+                self.note(f"firewalld: {command_text(op)[0]} (the entry was in one configuration only)")
+                self.transport.do(op)
 
     # --- a run ---------------------------------------------------------------------
 
