@@ -68,7 +68,7 @@ def assess(
     elif ufw == "unknown":
         out.append(Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)", False))
     out.extend(Finding("firewall-problem", line) for line in problems)
-    if state is None and not state_problem:
+    if state is None and not state_problem and ufw != "none":
         out.append(Finding("not-set-up", "castwall has not set anything up yet: run 'sudo castwall setup'"))
     if state is None:
         state = State(port_range=None, devices=(), rules=())
@@ -123,6 +123,8 @@ def assess(
                 continue  # reported above as moved
             if any(t.uuid == d.uuid and (t.away or t.stopped) for t in state.follow):
                 continue  # reported below, with why follow mode withdrew its rules
+            if ufw == "none":
+                continue  # nothing filters: the device needs no rule
             out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
     out += _apps_missing(state, rules, discovered, refused, reported)
     for t in state.follow:

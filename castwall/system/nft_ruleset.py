@@ -27,7 +27,6 @@ from castwall.sanitize import safe_text
 
 SET = "castwall"  # not "devices": that is a keyword of nft 1.0.6's grammar, and a set so named cannot be listed
 RULE_COMMENT = "castwall"
-SET_COMMENT = "castwall: Cast devices' addresses and the ports they may reach (castwall setup)"
 SET_TYPE = ["ipv4_addr", "inet_proto", "inet_service"]
 _MATCH = {"concat": [{"payload": {"protocol": "ip", "field": "saddr"}}, {"meta": {"key": "l4proto"}},
                      {"payload": {"protocol": "th", "field": "dport"}}]}
@@ -213,7 +212,9 @@ def _where(chain: NftChain) -> dict:
 
 
 def set_object(chain: NftChain) -> dict:
-    return {"set": {**_where(chain), "name": SET, "type": SET_TYPE, "flags": ["interval"], "comment": SET_COMMENT}}
+    # No comment on the set: nft 1.0.6 takes a set's comment from its own syntax but not from JSON, so the
+    # set a batch makes and the one the include file makes would differ.
+    return {"set": {**_where(chain), "name": SET, "type": SET_TYPE, "flags": ["interval"]}}
 
 
 def rule_object(chain: NftChain) -> dict:
@@ -306,7 +307,6 @@ def include_text(chain: NftChain, rules: Sequence[Rule], path: str) -> str:
             f"\tset {SET} {{",
             f"\t\ttype {' . '.join(SET_TYPE)}",
             "\t\tflags interval",
-            f'\t\tcomment "{SET_COMMENT}"',
             "\t\telements = {",
             elems,
             "\t\t}",
