@@ -29,7 +29,9 @@ dhcp.py (a real dnsmasq as the LAN's DHCP server), senders.py (real Cast
 senders in the workstation: catt, pychromecast, VLC, and the media they serve)
 and roaming.py (for follow mode: the gateway, a second LAN with the same
 subnet, the workstation roaming between them, hosts taking addresses, and a
-stand-in systemd running castwall-follow's passes).
+stand-in systemd running castwall-follow's passes). firewalls.py: the
+workstation's firewall, Lab(firewall=...): "ufw" (the default, as above),
+"nftables", "firewalld" or "none", and faults injected into them.
 
 Needs root, iproute2, ufw, avahi-daemon, openssl (and nft, chromium for those two).
 Everything it starts is recorded and ended by PID on close(), which also
@@ -53,6 +55,7 @@ from xml.sax.saxutils import escape
 from tests.lab.common import NOBODY, SAFE_PATH, LabError
 from tests.lab.dhcp import DhcpServer
 from tests.lab.faults import Faults
+from tests.lab.firewalls import FIREWALLS, Firewalls
 from tests.lab.hosts import HostileDial, OtherHosts, hostile_case  # noqa: F401 - the lab's API
 from tests.lab.multicast import LOSSY_TABLE, MulticastAndDial  # noqa: F401
 from tests.lab.roaming import CAFE_GATEWAY_MAC, GATEWAY_MAC, STRANGER_MAC, LabHost, Roaming, SecondLan  # noqa: F401
@@ -112,14 +115,17 @@ def missing_requirements() -> str | None:
     return None
 
 
-class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming):
+class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming, Firewalls):
     """The LAN, built by start() and torn down by close(); multicast and DIAL, faults, other hosts, DHCP, senders
     and roaming come from the mixins."""
 
     def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None,
-                 no_dial: tuple[int, ...] | list[int] | set[int] = ()):
+                 no_dial: tuple[int, ...] | list[int] | set[int] = (), firewall: str = "ufw", ship_xml: bool = True):
         if not 0 <= devices + strict <= 150:
             raise ValueError("between 0 and 150 devices")
+        if firewall not in FIREWALLS:
+            raise ValueError(f"firewall is one of {', '.join(FIREWALLS)}")
+        self.firewall, self.ship_xml = firewall, ship_xml  # the workstation's firewall (firewalls.py)
         self.count, self.strict_count = devices, strict
         self.no_dial = set(no_dial)  # indices of devices that never answer an M-SEARCH
         self.subnet = subnet
@@ -251,7 +257,7 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming):
                 self._wait(lambda d=dev, n=n: (d.dir / "avahi.log").read_text().count("successfully established") >= n, f"avahi of {dev.name}")
             self._wait(lambda d=dev: '"ready"' in (d.dir / "cast.log").read_text(), f"DIAL and Cast ports of {dev.name}")
         self._wait(lambda: "successfully established" in (odir / "avahi.log").read_text(), "avahi of the printer")
-        self.ufw("--force", "enable", check=True)
+        self._start_firewall()  # ufw enabled, or the firewall Lab(firewall=...) asks for (firewalls.py)
 
     def _wait(self, ready, what: str, proc: subprocess.Popen | None = None, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
