@@ -75,6 +75,9 @@ class FakeUfw:
             if self.dnsmasq_rejects:
                 return Completed(argv, 1, "", "\ndnsmasq: bad DHCP host name at line 4 of x\n")
             return Completed(argv, 0, "", "dnsmasq: syntax check OK.\n")
+        if argv[:2] == ("firewall-cmd", "--state"):
+            running = getattr(self, "firewalld_running", False)
+            return Completed(argv, 0 if running else 252, "running\n" if running else "not running\n", "")
         if argv[0] == "nft" and argv[1:3] == ("-j", "-a"):
             return Completed(argv, 0, '{"nftables": []}', "")  # an empty ruleset: only ufw filters here
         assert argv[0] == "ufw", argv

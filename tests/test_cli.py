@@ -123,6 +123,30 @@ def test_without_any_firewall_setup_says_there_is_nothing_to_open_and_writes_not
     assert [c for c in svc.ufw.calls if c[0] in ("ufw", "firewall-cmd")] == []
 
 
+def test_the_state_file_records_the_firewall_and_a_change_of_firewall_is_said(tmp_path):
+    svc = services(tmp_path, LAN)
+    assert run(svc, "setup", "--yes").exit_code == 0
+    path = tmp_path / "state" / "state.json"
+    doc = json.loads(path.read_text())
+    assert doc["firewall"] == {"name": "ufw", "chain": None}
+    doc["firewall"] = {"name": "nftables", "chain": ["inet", "filter", "input"]}
+    path.write_text(json.dumps(doc))
+    result = run(svc, "setup", "--yes")
+    assert result.exit_code == 0, result.output
+    assert ("castwall's rules were in nftables (chain inet filter input), and now ufw filters" in result.output
+            and "sudo castwall remove --all --firewall nftables --nft-chain inet filter input" in result.output)
+    assert json.loads(path.read_text())["firewall"] == {"name": "ufw", "chain": None}
+
+
+def test_two_firewall_managers_at_once_are_an_error(tmp_path):
+    svc = services(tmp_path, LAN)
+    (tmp_path / "no-system-bus").write_text("")  # the system bus is there, and firewall-cmd --state says running
+    svc.ufw.firewalld_running = True
+    result = run(svc, "setup", "--yes")
+    assert result.exit_code == ExitCode.MISSING_TOOL and "ufw and firewalld both filter" in result.output
+    assert svc.ufw.castwall_lines() == [] and not (tmp_path / "state").exists()
+
+
 def test_ufw_inactive_rules_written_loud_warning_not_enabled(tmp_path):
     svc = services(tmp_path, LAN, ufw=FakeUfw(active=False))
     result = run(svc, "setup", "--yes")

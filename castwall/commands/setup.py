@@ -47,6 +47,11 @@ def run(
         click.echo(f"{nothing_filters()}. Nothing was changed.")
         return
     fw = firewall.name
+    before = previous.firewall if previous else None
+    if before is not None and before != choice_of(firewall) and previous.rules:
+        where = f"--firewall {before.name}" + (f" --nft-chain {before.chain}" if before.chain else "")
+        warn(f"castwall's rules were in {before}, and now {choice_of(firewall)} filters: this setup writes them there; "
+             f"the old ones stay until 'sudo castwall remove --all {where}'")
     dns = svc.dnsmasq() if reserve else None
     unit = dns.require() if dns else None
     port_range = read_port_range(svc.paths.port_range)
