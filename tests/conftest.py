@@ -6,6 +6,16 @@ from tests.lab import Lab, missing_requirements
 
 # scripts/test sets this: there, a lab test that cannot run is a failure, not a skip.
 REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
+# scripts/test sets this for its second stack: the tests of the lab itself ran on the first.
+SKIP_HARNESS = os.environ.get("CASTWALL_SKIP_HARNESS") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SKIP_HARNESS:
+        return
+    kept = [i for i in items if i.get_closest_marker("harness") is None]
+    config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+    items[:] = kept
 
 
 def lab_or_skip():

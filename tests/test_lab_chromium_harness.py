@@ -19,7 +19,7 @@ import pytest
 from tests.lab import LOSSY_TABLE, dashed
 from tests.lab import chromium as harness
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.harness]  # proves the lab itself: on one stack (scripts/test)
 
 N = 3
 REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"

@@ -15,7 +15,7 @@ from tests.conftest import REQUIRE_LAB, lab_or_skip
 from tests.lab import Lab, dashed
 from tests.lab.firewalls import CASTWALL_XML, firewall_missing
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.harness]  # proves the lab itself: on one stack (scripts/test)
 
 IN_RANGE = 45000  # a port in the DIAL range (ip_local_port_range 32768-60999)
 DEB_PYTHON = "/usr/bin/python3"  # python3-nftables and python3-firewall are Debian's, not in the PyPI venv

@@ -22,7 +22,7 @@ import tests.lab
 from tests.lab import dashed
 from tests.lab.senders import catt_missing, pychromecast_missing
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.harness]  # proves the lab itself: on one stack (scripts/test)
 
 REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
 MEDIA_RECEIVER = "CC1AD845"

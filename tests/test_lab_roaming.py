@@ -14,7 +14,7 @@ import pytest
 
 from tests.lab import CAFE_GATEWAY_MAC, GATEWAY_MAC, STRANGER_MAC, LabError, dashed
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.harness]  # proves the lab itself: on one stack (scripts/test)
 
 IN_RANGE = 45000
 IMPOSTOR_MAC = "02:ca:57:dd:00:01"
