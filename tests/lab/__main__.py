@@ -158,8 +158,35 @@ def demo(devices: int) -> int:
                f"{GROUP_NAME} (a group, which answers no DIAL search) is reported as not found")
 
         say("Tearing the lab down")
+    other_firewalls(expect)
     print(f"\n{'Demo passed.' if not failures else f'Demo FAILED: {len(failures)} check(s).'}")
     return 1 if failures else 0
+
+
+def other_firewalls(expect) -> None:
+    """The same job where the firewall is firewalld, or an admin's own nftables ruleset, or nothing at all."""
+    for kind, words in (("nftables", "an admin's nftables ruleset (policy drop)"),
+                        ("firewalld", "a real firewalld (zone public)"), ("none", "nothing that filters")):
+        say(f"Another workstation, with {words}: sudo castwall setup --yes")
+        with Lab(devices=2, python="/usr/bin/python3", firewall=kind) as lab:
+            if kind == "none":
+                lab.hide_ufw()  # a stock Debian desktop has no ufw
+            senders = {d.name: d.ns for d in lab.devices} | {"printer": lab.other_ns}
+            before = lab.udp_reaches(senders, IN_RANGE)
+            result = lab.castwall("setup", "--yes")
+            show(result)
+            expect(result.returncode == 0, f"setup on {kind} exited 0")
+            got = lab.udp_reaches(senders, IN_RANGE)
+            if kind == "none":
+                expect(before == got == set(senders) and "nothing to open" in result.stdout,
+                       "nothing filters: every UDP arrives already, and setup says there is nothing to open")
+                continue
+            expect(before == set() and got == {d.name for d in lab.devices},
+                   f"{kind}: the devices' UDP arrives after setup, the printer's stays dropped")
+            if kind == "nftables":
+                print(lab.nft("list", "set", "inet", "filter", "castwall").stdout, end="")
+            else:
+                print(lab.firewall_cmd("--info-ipset=castwall").stdout, end="")
 
 
 def installed(devices: int) -> int:
