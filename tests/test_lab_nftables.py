@@ -53,7 +53,7 @@ def castwall_elements(lab) -> list[tuple[str, str, str]]:
 
 
 def include_line(lab) -> str:
-    return f'include "{lab.state_dir / "nftables.nft"}"\n'
+    return f'include "{lab.state_dir / "nftables*.nft"}"\n'
 
 
 def test_setup_reload_move_and_remove_on_an_admins_ruleset(make_lab):
@@ -112,6 +112,12 @@ def test_setup_reload_move_and_remove_on_an_admins_ruleset(make_lab):
     assert ruleset_json(lab) == before  # castwall's set and rule are gone too
     assert lab.udp_reaches(senders, IN_RANGE) == set()
     assert "castwall has no rules now" in (lab.state_dir / "nftables.nft").read_text()
+    # After apt purge (the file gone) the admin's include line still loads: it is a pattern.
+    with open(lab.nftables_conf, "a") as conf:
+        conf.write(include_line(lab))
+    (lab.state_dir / "nftables.nft").unlink()
+    lab.reload_nftables()
+    assert ruleset_json(lab) == before
 
 
 def inject(lab, mode: str) -> None:

@@ -132,12 +132,25 @@ def test_restore_puts_back_exactly_what_was_there():
 
 def test_the_include_file_holds_every_element_and_the_rule_and_nothing_without_rules():
     text = nr.include_text(CHAIN, [UDP, VLC], "/var/lib/castwall/nftables.nft")
-    assert 'include "/var/lib/castwall/nftables.nft"' in text
+    assert 'include "/var/lib/castwall/nftables*.nft"' in text  # a pattern: a missing file never breaks a reload
+    assert "\tchain input {\n\t}\n}" in text  # declared empty: a vanished chain never breaks it either
     assert f'192.168.77.101 . udp . 32768-60999 comment "castwall:{UUID}"' in text
     assert f'192.168.77.101 . tcp . 8010 comment "castwall:{UUID}/vlc"' in text
     assert text.rstrip().endswith(f"insert rule inet filter input {nr.RULE_TEXT}")
     empty = nr.include_text(CHAIN, [], "/x")
     assert all(line.startswith("#") for line in empty.splitlines())
+
+
+def test_a_set_that_holds_someone_elses_elements_is_never_deleted():
+    found = nr.find([chain(), castwall_set(elem("10.0.0.0", "tcp", 22, "admin ssh"), elem("192.168.77.101", "udp",
+                                                {"range": [32768, 60999]}, f"castwall:{UUID}")),
+                     rule(nr.RULE_EXPR, handle=7, comment="castwall")], CHAIN)
+    assert found.foreign == 0 and found.rules[0].owner is None  # an admin's element of castwall's shape: theirs
+    odd = nr.find([chain(), castwall_set({"concat": ["10.0.0.0/8", "tcp", 22]}, elem("192.168.77.101", "udp",
+                                          {"range": [32768, 60999]}, f"castwall:{UUID}"))], CHAIN)
+    assert odd.foreign == 1
+    assert nr.batch(CHAIN, odd, [], [UDP], keep=False) == [  # the set stays for the element that is not castwall's
+        {"delete": {"element": {"family": "inet", "table": "filter", "name": "castwall", "elem": [nr.element(UDP)]}}}]
 
 
 def test_commands_are_what_a_person_would_type():
@@ -195,3 +208,19 @@ def test_ufw_conf(tmp_path: Path, text, enabled):
 def test_a_json_round_trip_of_the_batch_is_what_nft_reads():
     cmds = nr.batch(CHAIN, nr.find([chain()], CHAIN), [UDP], [], keep=True)
     assert json.loads(json.dumps({"nftables": cmds}))["nftables"][2]["insert"]["rule"]["comment"] == "castwall"
+
+
+def test_without_root_and_without_a_state_file_castwall_cannot_tell_and_says_so():
+    unread = firewalls.Landscape(False, False, None, False, "reading the nftables ruleset needs root", needs_root=True)
+    with pytest.raises(firewalls.CannotTell, match="run it with sudo"):
+        firewalls.choose(unread, None, None, None)
+    # As root with nft missing, nothing can filter through nftables: then "nothing filters" is the truth.
+    assert firewalls.choose(firewalls.Landscape(False, False, None, False, "nft is not installed"), None, None, None) is None
+
+
+def test_nft_chain_refuses_chains_of_firewalld_and_iptables_nft():
+    items = [chain(table="firewalld", name="filter_INPUT"), chain(family="ip", table="filter", name="INPUT")]
+    land = firewalls.Landscape(False, False, tuple(nr.input_chains(items)), False)
+    for c in (NftChain("inet", "firewalld", "filter_INPUT"), NftChain("ip", "filter", "INPUT")):
+        with pytest.raises(UsageError, match="not to the admin's own ruleset"):
+            firewalls.choose(land, None, c, None)

@@ -59,13 +59,14 @@ class Found:
     rule_handles: tuple[int, ...]  # castwall's rules in the chain (normally one)
     rule_first: bool  # castwall's rule is the chain's first rule
     chain_present: bool
+    foreign: int = 0  # elements of the set that are not castwall's shape: someone else's, so the set stays
 
 
 def objects(text: str) -> list[dict]:
     """The objects of `nft -j ...` output. Raises BadRuleset."""
     try:
         doc = json.loads(text) if text.strip() else {"nftables": []}
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRuleset("nft printed no JSON castwall can read") from None
     items = doc.get("nftables") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
@@ -161,6 +162,7 @@ def find(items: Sequence[dict], chain: NftChain) -> Found:
     rules: list[Rule] = []
     odd: list[str] = []
     set_present = set_ok = chain_present = False
+    foreign = 0
     handles: list[int] = []
     first = False
     position = 0
@@ -181,6 +183,7 @@ def find(items: Sequence[dict], chain: NftChain) -> Found:
                     rules.append(rule)
                 else:
                     odd.append(f"element of set {SET}: {text}")
+                    foreign += 1
         elif isinstance(item.get("chain"), dict):
             c = item["chain"]
             if (c.get("family"), c.get("table"), c.get("name")) == (chain.family, chain.table, chain.chain):
@@ -196,7 +199,7 @@ def find(items: Sequence[dict], chain: NftChain) -> Found:
                     first = first or position == 1
                 else:
                     odd.append(f"rule in chain {chain} with castwall's comment but another match (handle {r.get('handle')})")
-    return Found(tuple(rules), tuple(odd), set_present, set_ok, tuple(handles), first, chain_present)
+    return Found(tuple(rules), tuple(odd), set_present, set_ok, tuple(handles), first, chain_present, foreign)
 
 
 def element(rule: Rule) -> dict:
@@ -228,15 +231,16 @@ def elements(chain: NftChain, rules: Iterable[Rule]) -> dict:
 def batch(chain: NftChain, found: Found, adds: Sequence[Rule], deletes: Sequence[Rule], keep: bool) -> list[dict]:
     """The commands of one transaction: castwall's set and rule made (or, with keep False, removed), then the elements.
 
-    keep False means no castwall rule is left afterwards: the rule and the set go too, and the
-    admin's ruleset is as it was before castwall's first run.
+    keep False means no rule of castwall's shape is left afterwards: the rule and the set go too,
+    and the admin's ruleset is as it was before castwall's first run; but a set that holds elements
+    of another shape (someone else's) stays, without castwall's rule, and loses only castwall's.
     """
     out: list[dict] = []
+    drop_rules = [{"delete": {"rule": {**_where(chain), "chain": chain.chain, "handle": h}}} for h in found.rule_handles]
     if not keep:
-        out += [{"delete": {"rule": {**_where(chain), "chain": chain.chain, "handle": h}}} for h in found.rule_handles]
-        if found.set_present:
-            out.append({"delete": {"set": {**_where(chain), "name": SET}}})
-        return out
+        if found.foreign:
+            return drop_rules + ([{"delete": elements(chain, deletes)}] if deletes else [])
+        return drop_rules + ([{"delete": {"set": {**_where(chain), "name": SET}}}] if found.set_present else [])
     if not found.set_present:
         out.append({"add": set_object(chain)})
     if deletes:
@@ -245,8 +249,7 @@ def batch(chain: NftChain, found: Found, adds: Sequence[Rule], deletes: Sequence
         out.append({"add": elements(chain, adds)})
     if not found.rule_handles:
         out.append({"insert": rule_object(chain)})  # insert with no position: the chain's first rule
-    out += [{"delete": {"rule": {**_where(chain), "chain": chain.chain, "handle": h}}} for h in found.rule_handles[1:]]
-    return out
+    return out + drop_rules[1:]
 
 
 def restore(chain: NftChain, now: Found, before: Found) -> list[dict]:
@@ -291,6 +294,12 @@ def _element_text(elem: dict, comments: bool = True) -> str:
     return f"{ip} . {proto} . {port_text}" + (f' comment "{comment}"' if comment and comments else "")
 
 
+def include_pattern(path: str) -> str:
+    """The include line's pattern for castwall's file: nft skips a pattern that matches nothing, not a missing file."""
+    stem, dot, ext = path.rpartition(".")
+    return f"{stem}*.{ext}" if dot else f"{path}*"
+
+
 def include_text(chain: NftChain, rules: Sequence[Rule], path: str) -> str:
     """The file an admin includes at the end of /etc/nftables.conf, so that a reload or a reboot keeps castwall's part.
 
@@ -299,7 +308,8 @@ def include_text(chain: NftChain, rules: Sequence[Rule], path: str) -> str:
     """
     head = ["# castwall's part of this computer's nftables ruleset: written by castwall, do not edit.",
             "# Keep it across reloads and reboots: add this line at the end of /etc/nftables.conf:",
-            f'#     include "{path}"']
+            f'#     include "{include_pattern(path)}"',
+            "# (a pattern: should this file be gone, as after 'apt purge castwall', the admin's ruleset still loads)"]
     if not rules:
         return "\n".join(head + ["# castwall has no rules now."]) + "\n"
     elems = ",\n".join("\t\t\t" + _element_text(element(r)) for r in rules)
@@ -310,6 +320,10 @@ def include_text(chain: NftChain, rules: Sequence[Rule], path: str) -> str:
             "\t\telements = {",
             elems,
             "\t\t}",
+            "\t}",
+            # Declared empty: nothing to a chain that exists; should it be gone, a chain of no hook, so the load
+            # never fails on the rule below (a failed load would leave the computer with no ruleset at all).
+            f"\tchain {chain.chain} {{",
             "\t}",
             "}",
             f"insert rule {chain.family} {chain.table} {chain.chain} {RULE_TEXT}"]

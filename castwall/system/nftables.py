@@ -157,12 +157,12 @@ class NftablesFirewall:
             text = self.conf.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return False
-        pattern = r'^\s*include\s+"' + re.escape(str(self.include)) + r'"\s*(#.*)?$'
-        return re.search(pattern, text, re.MULTILINE) is not None
+        names = "|".join(re.escape(n) for n in (str(self.include), nr.include_pattern(str(self.include))))
+        return re.search(r'^\s*include\s+"(' + names + r')"\s*(#.*)?$', text, re.MULTILINE) is not None
 
     def include_hint(self) -> str:
         return (f"nftables forgets castwall's set and rule when {self.conf} is reloaded or the computer restarts, "
-                f"unless {self.conf} ends with this line: include \"{self.include}\"")
+                f"unless {self.conf} ends with this line: include \"{nr.include_pattern(str(self.include))}\"")
 
     def problems(self, recorded: Sequence[Rule] = ()) -> list[str]:
         """What status reports: castwall's set or rule missing (after a reload without the include), doubled, not first."""
@@ -229,8 +229,20 @@ class NftablesFirewall:
         after = sorted((set(found.rules) - set(deletes)) | set(adds), key=Rule.sort_key)
         old_include = _read_text(self.include)
         commands = self._batch(found, adds, deletes)
+        if deletes:
+            # Before the batch, the file holds only what stays: killed between the batch and the final file,
+            # a reboot would not bring back a rule this run deleted.
+            staying = sorted(set(found.rules) - set(deletes), key=Rule.sort_key)
+            try:
+                self._write_include(staying)
+            except OSError as exc:
+                raise ToolFailed(f"cannot write {self.include}: {exc.strerror or exc}") from None
         if commands:
-            self._transport().run(commands)
+            try:
+                self._transport().run(commands)
+            except (ToolFailed, NeedRoot):
+                self._put_back(old_include)
+                raise
         self._applied = (found, adds, deletes, old_include)
         try:
             self._write_include(after)
@@ -246,7 +258,10 @@ class NftablesFirewall:
         rules = [r for r in found.rules if r.owner]
         text = nr.include_text(self.chain, sorted(rules, key=Rule.sort_key), str(self.include))
         if _read_text(self.include) != text:
-            host.write_file(self.include, text)
+            try:
+                host.write_file(self.include, text)
+            except OSError as exc:  # a run that changes the rules stops on it, and undoes its batch
+                self.note(f"cannot bring {self.include} up to date: {exc.strerror or exc}")
 
     def revert(self, done: Sequence[Step], progress: Callable[[str], None]) -> tuple[list[Step], str]:
         """Undo a committed batch with its inverse batch, and put the include file back."""
@@ -261,15 +276,21 @@ class NftablesFirewall:
                 self._transport().run(inverse)
         except (ToolFailed, NeedRoot) as exc:
             return list(done), f" (nftables: {exc.message})"
-        try:
-            if old_include is None:
-                self.include.unlink(missing_ok=True)
-            else:
-                host.write_file(self.include, old_include)
-        except OSError as exc:
-            return [], f"; castwall's rules are as before, but {self.include} could not be restored: {exc.strerror or exc}"
+        if not self._put_back(old_include):
+            return [], f"; castwall's rules are as before, but {self.include} could not be restored"
         self._applied = None
         return [], ""
+
+    def _put_back(self, old: str | None) -> bool:
+        """The include file as it was before the run; False when it could not be written."""
+        try:
+            if old is None:
+                self.include.unlink(missing_ok=True)
+            else:
+                host.write_file(self.include, old)
+        except OSError:
+            return False
+        return True
 
     def end(self) -> None:
         self._found, self._adds, self._deletes = None, [], []
