@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from castwall.apply import run_transaction
-from castwall.errors import FirewallRolledBack, ToolFailed
+from castwall.errors import FirewallInconsistent, FirewallRolledBack, ToolFailed
 from castwall.model import Action, PortRange, Rule, Step
 from castwall.system import firewalld_bus as bus
 from castwall.system.firewalld import FirewalldFirewall, forced_cli
@@ -479,3 +479,41 @@ def test_the_shipped_xml_is_what_castwall_creates_and_reads_as_its_shape():
     assert rules[0].find("port").attrib == {"port": "32768-60999", "protocol": "udp"}
     assert rules[0].find("accept") is not None and len(list(rules[0])) == 3
     assert SHIPPED.policy.rich_rules == (bus.SHIPPED_RULE,) and SHIPPED.findings() == []
+
+
+# --- what the review found --------------------------------------------------------------
+
+
+def test_an_entry_added_by_hand_is_never_given_an_owner(tmp_path):
+    fake = FakeFirewalld(layer(["10.0.0.50"], [UDP_RULE]), layer(["10.0.0.50"], [UDP_RULE]))
+    fw = backend(tmp_path, fake)
+    vlc = rule("10.0.0.50", U1, "tcp", PortRange(8010, 8010), "vlc")
+    with pytest.raises(FirewallRolledBack, match="entry castwall did not add"):
+        run_transaction(fw, [Step(Action.ADD, vlc, "new")])
+    assert fake.ops == [] and not (tmp_path / "firewalld.json").exists()
+    assert {r.owner for r in fw.rules().rules} == {None}
+
+
+def test_after_a_failed_undo_the_journal_keeps_the_owner_of_what_stayed(tmp_path):
+    fake = FakeFirewalld(layer([]), layer([]), fail_calls={2, 3})  # the permanent add fails, then its runtime undo
+    fw = backend(tmp_path, fake)
+    with pytest.raises(FirewallInconsistent, match="still allowed"):
+        run_transaction(fw, [Step(Action.ADD, rule("10.0.0.60", U1), "new")])
+    fake.fail_calls = set()
+    assert [r.owner for r in fw.rules().rules] == [U1]  # castwall still owns it: remove --all takes it away
+
+
+def test_sync_makes_the_permanent_configuration_hold_what_runs_castwalls_only(tmp_path):
+    # A remove --device and a remove --app killed after their runtime half: the permanent configuration
+    # still has the entry and the port rule, and a reload would bring them back. An entry no journal names stays.
+    runtime = layer(["10.0.0.3"], [UDP_RULE])
+    permanent = layer(["10.0.0.2", "10.0.0.3", "10.0.0.9"], [UDP_RULE, VLC_RULE])
+    fake = FakeFirewalld(runtime, permanent)
+    fw = backend(tmp_path, fake, JOURNAL)
+    fw.sync()
+    assert [(o.kind, o.permanent, o.arg) for o in fake.ops] == [("remove-entry", True, "10.0.0.2"),
+                                                                 ("remove-rule", True, VLC_RULE)]
+    assert sorted(fake.permanent["ipset"]["entries"]) == ["10.0.0.3", "10.0.0.9"]
+    fake.ops.clear()
+    fw.sync()
+    assert fake.ops == []

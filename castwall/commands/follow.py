@@ -54,6 +54,7 @@ def _pass(svc: Services, firewall, interfaces: tuple[str, ...], timeout: float, 
     state, problem = host.read_state(svc.paths.state_file)
     if problem:
         raise BadData(f"{problem}; follow mode changes nothing until 'sudo castwall setup' rebuilds the state file")
+    firewall.sync()  # what a run cut short left between the firewall's live and kept rules
     ruleset = firewall.rules()
     if state is None or not tracked(state, ruleset.owned):
         say("no device is approved yet; nothing to follow (run 'sudo castwall setup')")

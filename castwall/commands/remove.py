@@ -39,6 +39,8 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
     state = recorded or State(None, (), ())
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
+        if root and not dry_run:
+            firewall.sync()  # what a run cut short left between the firewall's live and kept rules
         if root:
             ruleset = firewall.rules()
             owned, order = ruleset.owned, ruleset.order

@@ -121,16 +121,20 @@ class FirewalldFirewall:
         return out + [f"{f} (not castwall's shape: castwall will not change it)" for f in view.live.findings()]
 
     def sync(self) -> None:
-        """Give both configurations castwall's live entries: a run killed between an entry's runtime and
-        permanent change left it in one of them (only entries the journal names: the rest are not castwall's)."""
+        """Make the permanent configuration hold what runs now, of what is castwall's: a run killed between a
+        runtime change and its permanent twin left them apart, and a reload would bring back (or drop) it.
+        Only entries the journal names and port rules of castwall's shape; an extra permanent one goes."""
         view, journal = self._read(), self._read_journal()
         if not (view.runtime.present and view.permanent.present):
             return
-        owned = {ip for ip in view.live.entries if ip in journal.owners}
-        for op in change_ops(view, owned | (view.live.entries - owned), None):
-            if op.kind == "add-entry" and op.arg in owned:
-                self.note(f"firewalld: {command_text(op)[0]} (the entry was in one configuration only)")
-                self.transport.do(op)
+        rt, perm = view.runtime, view.permanent
+        ops = [Op("add-entry", True, ip) for ip in sorted(rt.entries - perm.entries) if ip in journal.owners]
+        ops += [Op("remove-entry", True, ip) for ip in sorted(perm.entries - rt.entries) if ip in journal.owners]
+        ops += [Op("add-rule", True, s.rich_rule) for s in sorted(rt.specs - perm.specs)]
+        ops += [Op("remove-rule", True, s.rich_rule) for s in sorted(perm.specs - rt.specs)]
+        for op in ops:
+            self.note(f"firewalld: {command_text(op)[0]} (runtime and permanent differed: a run was cut short)")
+            self.transport.do(op)
 
     # --- a run ---------------------------------------------------------------------
 
@@ -188,6 +192,11 @@ class FirewalldFirewall:
             return
         view = self._view
         owners, apps = self._targets(view, self._working.values())
+        hand = {str(r.ip) for r in self._before.values() if r.owner is None}
+        adopted = sorted(ip for ip in hand if owners.get(ip))
+        if adopted:
+            raise ToolFailed(f"{', '.join(adopted)} is in firewalld's ipset {NAME} as an entry castwall did not add: "
+                             "castwall gives it no owner and leaves it alone")
         try:
             setup = setup_ops(view)
             for op in setup:
@@ -222,7 +231,7 @@ class FirewalldFirewall:
                 except CastwallError:
                     failed.append(command_text(inverse)[0])
                     self._stuck.append(failed[-1])
-        if self._journal_written:
+        if self._journal_written and not self._stuck:  # after a failed undo the union stays: castwall owns what it left
             try:
                 if self._journal_existed:
                     write_file(self.journal_path, self._journal.text())
