@@ -52,6 +52,9 @@ def assess(
         ))
     if ufw == "none":
         out.append(Finding("nothing-filters", f"{NOTHING_FILTERS}: casting needs no rule here", False))
+    elif fw == "unknown":
+        out.append(Finding("firewall-unknown", "not root: which firewall filters is not known (castwall reads the nftables "
+                                               "ruleset as root): run 'sudo castwall status'", False))
     elif fw != "ufw":
         if ufw == "missing":
             out.append(Finding("firewall-missing", f"{fw} is not installed"))

@@ -290,14 +290,22 @@ def select_rules_to_remove(
 def uniform(plan: Plan, firewall: str) -> Plan:
     """The plan for a firewall that lets every address it holds reach every port it opens (firewalld's
     castwall policy: one ipset, one list of ports): with the added steps that make this so, shown
-    like any other, so the plan still names every address and port let in.
+    like any other, so the plan still names every address and port let in. A rule the plan deletes
+    that this would add again simply stays.
     """
     final = plan.wanted_rules()
     owner_of = {r.ip: r.owner for r in final}
-    kinds = sorted({(r.proto, r.ports, r.app) for r in final}, key=lambda k: (k[0] != "udp", k[1], k[2] or ""))
+    kinds = {(r.proto, r.ports, r.app) for r in final}
+    deleted = {(s.rule.ip, s.rule.proto, s.rule.ports): s.rule for s in plan.steps if s.action is Action.DELETE}
+    kinds = sorted(kinds, key=lambda k: (k[0] != "udp", k[1], k[2] or ""))
     have = {(r.ip, r.proto, r.ports) for r in final}
+    missing = [(ip, owner, proto, ports, app) for ip, owner in sorted(owner_of.items(), key=lambda item: int(item[0]))
+               for proto, ports, app in kinds if (ip, proto, ports) not in have]
+    stays = [deleted[(ip, proto, ports)] for ip, _, proto, ports, _ in missing if (ip, proto, ports) in deleted]
     extra = [Step(Action.ADD, Rule(ip, ports, owner, proto=proto, app=app),
                   f"{firewall} opens its ports to every address castwall lets in")
-             for ip, owner in sorted(owner_of.items(), key=lambda item: int(item[0]))
-             for proto, ports, app in kinds if (ip, proto, ports) not in have]
-    return replace(plan, steps=plan.steps + tuple(extra)) if extra else plan
+             for ip, owner, proto, ports, app in missing if (ip, proto, ports) not in deleted]
+    if not extra and not stays:
+        return plan
+    steps = tuple(s for s in plan.steps if not (s.action is Action.DELETE and s.rule in stays)) + tuple(extra)
+    return replace(plan, steps=steps, kept=tuple(sorted(plan.kept + tuple(stays), key=Rule.sort_key)))

@@ -217,6 +217,8 @@ def firewall_words(firewall: str, status: str) -> str:
     """The firewall line of status: "ufw active", "nftables (inet filter input) filtering", "none: ..."."""
     if status == "none":
         return "none: nothing filters incoming traffic here"
+    if firewall == "unknown":
+        return "unknown (telling which firewall filters needs root)"
     if firewall == "ufw":
         return UFW_WORDS.get(status, status)
     words = {"active": "filtering", "inactive": "NOT filtering (rules have no effect)", "missing": "not installed",

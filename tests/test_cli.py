@@ -394,3 +394,11 @@ def test_a_temporary_state_file_left_by_a_killed_run_is_cleared(lan):
     stale.write_text('{"half": ')
     assert run(lan, "setup", "--yes").exit_code == 0
     assert not stale.exists() and lan.paths.state_file.exists()
+
+
+def test_without_root_castwall_does_not_claim_that_nothing_filters(tmp_path):
+    svc = services(tmp_path, LAN, root=False, ufw=FakeUfw(installed=False, root=False))
+    status = run(svc, "status")
+    assert "nothing filters" not in status.output and "telling which firewall filters needs root" in status.output
+    dry = run(svc, "setup", "--dry-run")
+    assert dry.exit_code == ExitCode.NEED_ROOT and "run it with sudo" in dry.output

@@ -1,10 +1,10 @@
 import ipaddress
 
-from castwall.model import Action, Kind, PortRange, Rule, State
+from castwall.model import Action, Device, Kind, PortRange, Rule, State
 from dataclasses import replace
 
 from castwall.findings import assess
-from castwall.planner import Trust, next_state, plan_setup, refusal, screen, select_devices, select_rules_to_remove
+from castwall.planner import Trust, next_state, plan_setup, refusal, screen, select_devices, select_rules_to_remove, uniform
 from tests.fakes import device
 
 PR = PortRange(32768, 60999)
@@ -225,3 +225,22 @@ def test_next_state_keeps_unseen_devices_only_while_they_own_a_rule():
     previous = State(PR, (gone, forgotten), (tagged(gone),))
     state = next_state(previous, [a], [tagged(a), tagged(gone)], PR, "t")
     assert {d.uuid for d in state.devices} == {a.uuid, gone.uuid}
+
+
+def test_uniform_plans_for_firewalld_give_every_address_every_port_and_a_second_run_changes_nothing():
+    a = Device("11111111-1111-1111-1111-111111111111", "A", "m", Kind.VIDEO, ipaddress.IPv4Address("192.168.1.20"), 8009)
+    b = Device("22222222-2222-2222-2222-222222222222", "B", "m", Kind.VIDEO, ipaddress.IPv4Address("192.168.1.21"), 8009)
+    old, new = PortRange(32768, 60999), PortRange(40000, 60999)
+    rules = [Rule(a.ip, old, a.uuid), Rule(b.ip, old, b.uuid)]
+
+    def planned(current):  # setup --device A after the port range changed
+        return uniform(plan_setup([a, b], new, current, scope=[a.uuid]), "firewalld")
+
+    plan = planned(rules)
+    # B keeps its old range, so A keeps it too (the policy has one list of ports), and B gets the new one.
+    assert [(s.action.value, str(s.rule.ip), str(s.rule.ports)) for s in plan.steps] == [
+        ("add", "192.168.1.20", "40000:60999"), ("add", "192.168.1.21", "40000:60999")]
+    assert {(str(r.ip), str(r.ports)) for r in plan.wanted_rules()} == {
+        (ip, ports) for ip in ("192.168.1.20", "192.168.1.21") for ports in ("32768:60999", "40000:60999")}
+    after = list(plan.wanted_rules())
+    assert planned(after).steps == ()

@@ -16,7 +16,7 @@ from castwall.commands.services import Services, not_root_hint, note, progress, 
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.errors import NotFound, UsageError
 from castwall.follow import approvals
-from castwall.model import Address, AppChoice, Rule, State
+from castwall.model import Address, AppChoice, FirewallChoice, Rule, State
 from castwall.planner import Trust, next_state, plan_setup, select_devices, uniform
 from castwall.system import host
 from castwall.system.gateway import current_lans
@@ -47,7 +47,8 @@ def run(
         click.echo(f"{nothing_filters()}. Nothing was changed.")
         return
     fw = firewall.name
-    before = previous.firewall if previous else None
+    # A state file from before castwall knew other firewalls names none: its rules are in ufw.
+    before = (previous.firewall or FirewallChoice("ufw")) if previous else None
     if before is not None and before != choice_of(firewall) and previous.rules:
         where = f"--firewall {before.name}" + (f" --nft-chain {before.chain}" if before.chain else "")
         warn(f"castwall's rules were in {before}, and now {choice_of(firewall)} filters: this setup writes them there; "
@@ -86,6 +87,8 @@ def run(
 
     lock = host.run_lock(svc.paths.lock_file, wait=svc.lock_wait, notify=progress) if not dry_run else contextlib.nullcontext()
     with lock:
+        if root and not dry_run:
+            firewall.sync()  # what a run cut short left between the firewall's live and kept rules
         if root:
             ruleset = firewall.rules()
             current, order = ruleset.rules, ruleset.order
@@ -100,6 +103,10 @@ def run(
             chosen = apps.merge(apps.recovered(previous.apps if previous else (), [r for r in current if r.owner]), given)
         except apps.AppError as exc:
             raise UsageError(str(exc)) from None
+        if fw == "firewalld":  # an entry someone added by hand to castwall's ipset: theirs, and so is that device
+            hand = {r.ip for r in current if r.owner is None}
+            refused.update({d.uuid: f"{d.ip} is in firewalld's ipset castwall as an entry castwall did not add; "
+                                    "castwall leaves it, and this device, alone" for d in devices if d.ip in hand})
         plan = planned(current)
         found = hintlib.collect(plan.devices, survey.networks, survey.refused)
         change = _reservations(dns, plan, previous, survey.networks) if dns else None
@@ -146,7 +153,6 @@ def run(
             click.echo(f"\nDone: {done_text(len(plan.steps), change, fw)} {render.allowed_summary(plan)}")
         else:
             save(current)
-            firewall.sync()
             click.echo(f"\nNothing to change: every device already has its rule. {render.allowed_summary(plan)}")
         if active is False:
             warn(INACTIVE.get(fw, f"{fw} does not filter incoming traffic now: castwall's rules take effect when it does"))

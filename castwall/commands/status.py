@@ -15,6 +15,7 @@ from castwall.errors import ExitCode, UsageError
 from castwall.findings import Finding, assess
 from castwall.system import host
 from castwall.system.sysctl import read_port_range
+from castwall.system.firewalls import CannotTell
 from castwall.system.ufw import installed_profiles
 
 
@@ -26,10 +27,15 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     state, problem = host.read_state(svc.paths.state_file)
     recorded = state.firewall if state else None
     use = recorded if recorded and svc.firewall_given is None and svc.nft_chain is None else None
-    firewall = svc.firewall(recorded, use)
+    try:
+        firewall = svc.firewall(recorded, use)
+        fw = firewall.name if firewall else "none"
+    except CannotTell:  # without root and without a state file: which firewall filters is unknown
+        firewall, fw = None, "unknown"
     live, odd, problems = None, (), []
-    fw = firewall.name if firewall else "none"
-    if firewall is None:
+    if fw == "unknown":
+        ufw = "unknown"
+    elif firewall is None:
         ufw = "none"
     elif not firewall.installed():
         ufw = "missing"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from castwall.errors import CastwallError, MissingTool, UsageError
+from castwall.errors import CastwallError, MissingTool, NeedRoot, UsageError
 from castwall.model import NOTHING_FILTERS, FirewallChoice, NftChain  # noqa: F401 (NOTHING_FILTERS: for callers)
 from castwall.system import nft_ruleset as nr
 from castwall.system.runner import Runner
@@ -21,6 +21,10 @@ from castwall.system.runner import Runner
 
 class TwoManagers(MissingTool):
     """Two firewall managers filter at once: castwall cannot open both, and one alone does not help."""
+
+
+class CannotTell(NeedRoot):
+    """Without root castwall cannot read the nftables ruleset, and nothing else tells which firewall filters."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Landscape:
     chains: tuple[nr.InputChain, ...] | None  # the ruleset's input chains; None: not read (not root, nft missing)
     ufw_installed: bool = False
     why_unread: str | None = None
+    needs_root: bool = False  # the ruleset was not read for want of root
 
     @property
     def managers(self) -> list[str]:
@@ -81,7 +86,7 @@ def look(runner: Runner, ufw_conf: Path, bus: Path, root: bool, read_nft=None) -
             chains = tuple(nr.input_chains(read_nft()))
         except CastwallError as exc:
             why = exc.message
-    return Landscape(ufw, firewalld, chains, ufw_installed, why)
+    return Landscape(ufw, firewalld, chains, ufw_installed, why, needs_root=chains is None and not root and not (ufw or firewalld))
 
 
 def _chain_for(land: Landscape, recorded: FirewallChoice | None) -> NftChain | None:
@@ -114,6 +119,11 @@ def choose(land: Landscape, given: str | None, chain: NftChain | None, recorded:
     if len(managers) > 1:
         raise TwoManagers("ufw and firewalld both filter incoming traffic, so a path opened in one stays shut by the "
                           "other: stop one of them (sudo ufw disable, or sudo systemctl disable --now firewalld)")
+    if chain is not None and land.chains is not None:
+        owner = next((c.managed_by for c in land.chains if c.chain == chain and c.managed_by), None)
+        if owner:
+            raise UsageError(f"nftables chain {chain} belongs to {owner}, not to the admin's own ruleset: castwall does "
+                             f"not write rules there (use --firewall {'firewalld' if owner == 'firewalld' else 'ufw'})")
     if given == "nftables":
         picked = chain or _chain_for(land, recorded)
         if picked is None:
@@ -128,7 +138,12 @@ def choose(land: Landscape, given: str | None, chain: NftChain | None, recorded:
         # The ruleset could not be read (no root): what castwall used last time, else ufw as before.
         if recorded is not None:
             return recorded
-        return FirewallChoice("ufw") if land.ufw_installed else None
+        if land.ufw_installed:
+            return FirewallChoice("ufw")
+        if land.needs_root:
+            raise CannotTell("without root castwall cannot read the nftables ruleset, so it cannot tell whether "
+                             "anything filters incoming traffic: run it with sudo")
+        return None
     if land.dropping():
         return FirewallChoice("nftables", _chain_for(land, recorded))
     # An installed ufw that is not enabled yet keeps castwall's rules for the day it is (and says so).
