@@ -17,9 +17,17 @@ then measures in the workstation namespace, process start included:
   sudo castwall follow run: nothing to change; up to 5 devices moved (vs a `ufw delete` and a
   `ufw allow` per moved device); in a café's LAN, every rule withdrawn (vs one `ufw delete` per
   device); back home, every rule restored (vs one `ufw allow` per device)
-and the peak RSS of discover, status and setup. Medians of --repeat runs (setup
-and remove: one run per repeat, each on a fresh ruleset). Timings are reported,
-never asserted: this machine is noisy.
+and the peak RSS of discover, status and setup. Then, per N, a lab of its own per firewall
+backend (an admin's nftables ruleset with policy drop; a real firewalld on a private D-Bus):
+  sudo castwall setup --yes        vs  nftables: one `nft add rule` per device; firewalld: one
+                                       `firewall-cmd --add-rich-rule` per device, and again with
+                                       --permanent (castwall's rules survive a reload too)
+  sudo castwall remove --all       vs  nftables: `nft -a -j list chain` for the handles, one
+                                       `nft delete rule` per device; firewalld: one
+                                       `--remove-rich-rule` per device, runtime and permanent
+  the same setup through the command paths (CASTWALL_NFT=cli, CASTWALL_FIREWALLD=cli)
+`--only firewalls` measures just those. Medians of --repeat runs (setup and remove: one run
+per repeat, each on a fresh ruleset). Timings are reported, never asserted: this machine is noisy.
 """
 
 from __future__ import annotations
@@ -33,13 +41,16 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.lab import Lab, missing_requirements  # noqa: E402
+from tests.lab.firewalls import firewall_missing  # noqa: E402
 
 PYTHON = "/usr/bin/python3"  # Debian's Python and libraries, as the .deb runs
 PYPI_VENV = Path(os.environ.get("CASTWALL_PYPI_VENV", "/var/tmp/castwall-pypi-venv"))
@@ -113,14 +124,23 @@ def expect(ok: bool, what: str) -> None:
         raise SystemExit(f"bench: {what}")
 
 
+def services(n: int) -> int:
+    return n + (1 if n > 1 else 0)  # one device also hosts a Cast group
+
+
+def local_port_range(lab: Lab) -> tuple[str, str]:
+    """The workstation's local port range, as castwall reads it there."""
+    low, high = lab.ws(["cat", "/proc/sys/net/ipv4/ip_local_port_range"], check=True).stdout.split()
+    return low, high
+
+
 def measure(n: int, repeat: int) -> dict:
     print(f"== N = {n}: building the lab", flush=True)
     with Lab(devices=n, python=PYTHON) as lab:
         bench = Bench(lab, repeat)
         time.sleep(SETTLE)
-        port_range = (Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        low_high = f"{port_range[0]}:{port_range[1]}"
-        want = n + (1 if n > 1 else 0)  # one device also hosts a Cast group
+        low_high = ":".join(local_port_range(lab))
+        want = services(n)
         out: dict = {"n": n, "services": want}
 
         def found_all(done):
@@ -291,6 +311,142 @@ def lossy(bench: Bench, out: dict, n: int) -> None:
     lab.lose_multicast(False)
 
 
+@dataclass(frozen=True)
+class Backend:
+    """A firewall backend of castwall's, in a lab of its own, and the manual way on it."""
+
+    name: str  # Lab(firewall=name), and the prefix of its keys
+    cli: dict  # the environment that sends castwall down its command path
+    entries: Callable[[Lab], list[str] | None]  # the addresses castwall's rules hold (None: castwall's set is gone)
+    removed: list[str] | None  # what entries() says after remove --all
+    add_by_hand: Callable[[Lab, str, str], None]  # (lab, low, high): every device's rule, by hand
+    delete_by_hand: Callable[[Lab, str, str], None]
+    adds: str  # the manual ways, for the table ({n}: the devices)
+    deletes: str
+
+
+def nft_entries(lab: Lab) -> list[str] | None:
+    """The addresses of the UDP elements of castwall's set; None when there is no such set."""
+    done = lab.nft("-j", "list", "set", "inet", "filter", "castwall")
+    if done.returncode != 0:
+        return None
+    concats = [e["elem"]["val"]["concat"] for item in json.loads(done.stdout)["nftables"]
+               for e in item.get("set", {}).get("elem", [])]
+    return [ip for ip, proto, _ in concats if proto == "udp"]
+
+
+def nft_add_by_hand(lab: Lab, low: str, high: str) -> None:
+    for d in lab.devices:
+        lab.nft("add", "rule", "inet", "filter", "input", "ip", "saddr", d.ip, "udp", "dport", f"{low}-{high}", "accept",
+                check=True)
+
+
+def nft_saddr(rule: dict) -> str | None:
+    for expr in rule.get("expr", []):
+        match = expr.get("match", {})
+        if match.get("left") == {"payload": {"protocol": "ip", "field": "saddr"}}:
+            return match.get("right")
+    return None
+
+
+def nft_delete_by_hand(lab: Lab, low: str, high: str) -> None:
+    """The admin lists the chain with its handles once, then deletes each device's rule by its handle."""
+    ips = {d.ip for d in lab.devices}
+    chain = json.loads(lab.nft("-a", "-j", "list", "chain", "inet", "filter", "input", check=True).stdout)["nftables"]
+    handles = [item["rule"]["handle"] for item in chain if "rule" in item and nft_saddr(item["rule"]) in ips]
+    expect(len(handles) == len(ips), f"found {len(handles)} of {len(ips)} hand-made nft rules")
+    for handle in handles:
+        lab.nft("delete", "rule", "inet", "filter", "input", "handle", str(handle), check=True)
+
+
+def firewalld_entries(lab: Lab) -> list[str]:
+    """castwall's ipset entries, the same at run time and in the permanent configuration."""
+    runtime, permanent = (sorted(lab.firewall_cmd(*mode, "--ipset=castwall", "--get-entries", check=True).stdout.split())
+                          for mode in ((), ("--permanent",)))
+    expect(runtime == permanent, f"firewalld's runtime ipset {runtime} is not its permanent one {permanent}")
+    return runtime
+
+
+def rich_rules(verb: str) -> Callable[[Lab, str, str], None]:
+    """Every device's rich rule added or removed by hand, at run time and with --permanent (what survives a reload)."""
+    def by_hand(lab: Lab, low: str, high: str) -> None:
+        for mode in ((), ("--permanent",)):
+            for d in lab.devices:
+                rule = f'rule family="ipv4" source address="{d.ip}" port port="{low}-{high}" protocol="udp" accept'
+                lab.firewall_cmd(*mode, f"--{verb}-rich-rule={rule}", check=True)
+    return by_hand
+
+
+BACKENDS = (
+    Backend("nftables", {"CASTWALL_NFT": "cli"}, nft_entries, None, nft_add_by_hand, nft_delete_by_hand,
+            "{n} x nft add rule", "nft -a list chain, {n} x nft delete rule"),
+    Backend("firewalld", {"CASTWALL_FIREWALLD": "cli"}, firewalld_entries, [], rich_rules("add"), rich_rules("remove"),
+            "2 x {n} x firewall-cmd --add-rich-rule (runtime, --permanent)",
+            "2 x {n} x firewall-cmd --remove-rich-rule (runtime, --permanent)"),
+)
+
+
+def debug_phases(stderr: str) -> dict[str, float]:
+    """Every timed step of a --debug run (discovery, ARP, finding the firewall, apply phase ...): its seconds."""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^castwall: debug: (.+): ([\d.]+) s$", stderr, re.M)}
+
+
+def medians(runs: list[dict]) -> dict:
+    """Per key, the median of the runs' numbers (of nested dicts too); what is not a number, the first run's."""
+    out = {}
+    for key, first in runs[0].items():
+        values = [r[key] for r in runs if key in r]
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        out[key] = (medians(values) if isinstance(first, dict)
+                    else statistics.median(numbers) if isinstance(first, (int, float)) else first)
+    return out
+
+
+def castwall_cycle(bench: Bench, backend: Backend, env: dict | None = None) -> dict:
+    """One setup --yes and one remove --all --yes, each checked: their seconds, apply phases, path and setup's steps."""
+    lab, n = bench.lab, len(bench.lab.devices)
+    time.sleep(QUIET)  # setup discovers too
+    setup, done = timed(lambda: bench.castwall("--debug", "setup", "--yes", env=env))
+    expect(done.returncode == 0, f"{backend.name} setup failed: {done.stderr.strip()[-300:]}")
+    got = backend.entries(lab)
+    expect(got is not None and len(got) == n, f"{backend.name} setup left {got} for {n} devices")
+    setup_apply, path = apply_phase(done.stderr)
+    remove, gone = timed(lambda: bench.castwall("--debug", "remove", "--all", "--yes", env=env))
+    expect(gone.returncode == 0, f"{backend.name} remove --all failed: {gone.stderr.strip()[-300:]}")
+    expect(backend.entries(lab) == backend.removed, f"{backend.name} remove --all left {backend.entries(lab)}")
+    return {"setup": setup, "setup_apply": setup_apply, "path": path, "remove": remove,
+            "remove_apply": apply_phase(gone.stderr)[0], "setup_phases": debug_phases(done.stderr)}
+
+
+def on_backend(bench: Bench, backend: Backend) -> dict:
+    """castwall's setup and remove on one backend, by hand the same, and castwall's command path: keys NAME_..."""
+    lab = bench.lab
+    low, high = local_port_range(lab)
+    print(f"   {backend.name}: setup --yes / remove --all, and the same by hand", flush=True)
+    cycles, adds, deletes = [], [], []
+    for _ in range(bench.repeat):
+        cycles.append(castwall_cycle(bench, backend))
+        adds.append(timed(lambda: backend.add_by_hand(lab, low, high))[0])
+        deletes.append(timed(lambda: backend.delete_by_hand(lab, low, high))[0])
+    cli_env = " ".join(f"{k}={v}" for k, v in backend.cli.items())
+    print(f"   {backend.name}: setup --yes / remove --all with {cli_env}", flush=True)
+    cli = medians([castwall_cycle(bench, backend, backend.cli) for _ in range(bench.repeat)])
+    fields = {**medians(cycles), "by_hand_add": statistics.median(adds), "by_hand_delete": statistics.median(deletes),
+              "cli_env": cli_env, **{f"cli_{k}": v for k, v in cli.items()}}
+    return {f"{backend.name}_{k}": v for k, v in fields.items()}
+
+
+def firewalls(n: int, repeat: int) -> dict:
+    """The firewall backends' keys at N devices, each backend in a lab of its own."""
+    out: dict = {}
+    for backend in BACKENDS:
+        print(f"== N = {n}: building the lab on {backend.name}", flush=True)
+        with Lab(devices=n, python=PYTHON, firewall=backend.name) as lab:
+            time.sleep(SETTLE)
+            out.update(on_backend(Bench(lab, repeat), backend))
+    return out
+
+
 def avahi_browse(lab: Lab, want: int) -> tuple[float | None, int | None]:
     """avahi-browse -rt on a freshly started avahi-daemon (cold cache) in the workstation.
 
@@ -335,22 +491,42 @@ def ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def ratio(ours: float | None, theirs: float | None) -> str:
-    return "n/a" if not ours or not theirs else f"{theirs / ours:.1f}x"
+def ratio(ours: float | None, theirs: float | None, fine: bool = False) -> str:
+    """theirs / ours; fine: two figures below 0.1 (the firewall rows, where 0.0x would say nothing)."""
+    if not ours or not theirs:
+        return "n/a"
+    return f"{theirs / ours:.2g}x" if fine and theirs < 0.1 * ours else f"{theirs / ours:.1f}x"
 
 
 def verdict(value: float | None, limit: float) -> str:
     return "n/a" if value is None else ("met" if value <= limit else "NOT MET")
 
 
-def table(start: dict, sizes: list[dict], when: str) -> str:
-    click = start["click"]
+def table(start: dict | None, sizes: list[dict], when: str) -> str:
     lines = [
         f"# castwall benchmark ({when})",
         "",
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
         f"Python {platform.python_version()} (Debian's libraries). Medians; `sudo bench/run --write` makes this table.",
-        "Times are wall clock, process start included, in the lab's workstation namespace with ufw active.",
+        "Times are wall clock, process start included, in the lab's workstation namespace with ufw active "
+        "(the nftables and firewalld rows: a lab of their own, with an admin's nftables ruleset, policy drop, "
+        "or a real firewalld).",
+    ]
+    lines += startup_rows(start) if start else []
+    lines += [
+        "",
+        "| N devices (services) | castwall | the manual way | manual / castwall | target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s in sizes:
+        head = f"{s['n']} ({s['services']})"
+        lines += (ufw_rows(s, head) if "setup" in s else []) + firewall_rows(s, head)
+    return "\n".join(lines) + "\n"
+
+
+def startup_rows(start: dict) -> list[str]:
+    click = start["click"]
+    lines = [
         "",
         "| start-up | castwall | python3 -c 'import click' | castwall / click | target |",
         "| --- | --- | --- | --- | --- |",
@@ -359,61 +535,89 @@ def table(start: dict, sizes: list[dict], when: str) -> str:
         ok = start[key] <= 0.080 and start[key] <= 2 * click
         lines.append(f"| --{key} | {ms(start[key])} | {ms(click)} | {start[key] / click:.1f} | "
                      f"<= 80 ms and <= 2x: {'met' if ok else 'NOT MET'} |")
-    lines += [
-        "",
-        "| N devices (services) | castwall | the manual way | manual / castwall | target |",
-        "| --- | --- | --- | --- | --- |",
+    return lines
+
+
+def ufw_rows(s: dict, head: str) -> list[str]:
+    n = s["n"]
+    disc_limit = 0.8 if n == 1 else 1.0
+    rss = max(s["discover_rss"], s["status_rss"], s["setup_rss"], s["follow_rss"]) / 1024
+    return [
+        f"| {head}: discover | {ms(s['discover'])} | pychromecast discover_chromecasts {ms(s.get('pychromecast'))}"
+        f" (found {s.get('pychromecast_found', 'n/a')}) | {ratio(s['discover'], s.get('pychromecast'))} | "
+        f"<= {disc_limit:g} s{' at 50' if n == 50 else ''}: {verdict(s['discover'], disc_limit) if n in (1, 50) else '-'} |",
+        f"| {head}: discover | {ms(s['discover'])} | avahi-browse -rt, cold cache {ms(s.get('avahi_browse'))}"
+        f" (found {s.get('avahi_browse_found', 'n/a')}) | {ratio(s['discover'], s.get('avahi_browse'))} | |",
+        f"| {head}: discover, DIAL on vs off (CASTWALL_DIAL=off) | {ms(s['discover'])} | mDNS only "
+        f"{ms(s['discover_mdns_only'])} | DIAL adds {(s['discover'] - s['discover_mdns_only']) * 1000:+.0f} ms | "
+        f"no wall time (<= +50 ms): {'met' if s['discover'] - s['discover_mdns_only'] <= 0.05 else 'NOT MET'} |",
+        f"| {head}: sudo discover (DIAL off the wire too) | {ms(s['discover_root'])} | | | |",
+        f"| {head}, multicast lost: sudo discover (all {n} by DIAL) | {ms(s['lossy_discover_root'])} | pychromecast "
+        f"{ms(s.get('lossy_pychromecast'))} (found {s.get('lossy_pychromecast_found', 'n/a')} of {n}) | "
+        f"{ratio(s['lossy_discover_root'], s.get('lossy_pychromecast')) if s.get('lossy_pychromecast_found') == n else 'finds none'}"
+        f" | <= 1.5 s: {verdict(s['lossy_discover_root'], 1.5)} |",
+        f"| {head}, multicast lost: discover after setup (no root) | {ms(s['lossy_discover'])} | | | "
+        f"<= 1.5 s: {verdict(s['lossy_discover'], 1.5)} |",
+        f"| {head}, multicast lost: status after setup (no root; unicast mDNS) | {ms(s['lossy_status'])} | | | "
+        f"<= 1.2 s: {verdict(s['lossy_status'], 1.2)} |",
+        f"| {head}: setup --yes, whole | {ms(s['setup'])} | {n} x ufw allow {ms(s['ufw_adds'])} | "
+        f"{ratio(s['setup'], s['ufw_adds'])} | <= 3 s at 50: {verdict(s['setup'], 3.0) if n == 50 else '-'} |",
+        f"| {head}: setup --yes, apply phase ({s.get('ufw_path')}) | {ms(s.get('setup_apply'))} | {n} x ufw allow "
+        f"{ms(s['ufw_adds'])} | {ratio(s.get('setup_apply'), s['ufw_adds'])} | "
+        f"<= 1.5 s at 50: {verdict(s.get('setup_apply'), 1.5) if n == 50 else '-'} |",
+        f"| {head}: remove --all | {ms(s['remove'])} | {n} x ufw delete {ms(s['ufw_deletes'])} | "
+        f"{ratio(s['remove'], s['ufw_deletes'])} | <= 3 s at 50: {verdict(s['remove'], 3.0) if n == 50 else '-'} |",
+        f"| {head}: setup --yes --app vlc --app catt ({3 * n} rules), whole | {ms(s['apps_setup'])} | {3 * n} x ufw allow "
+        f"{ms(s['apps_ufw_adds'])} | {ratio(s['apps_setup'], s['apps_ufw_adds'])} | |",
+        f"| {head}: setup --yes --app vlc --app catt, apply phase | {ms(s['apps_apply'])} | {3 * n} x ufw allow "
+        f"{ms(s['apps_ufw_adds'])} | {ratio(s['apps_apply'], s['apps_ufw_adds'])} | |",
+        f"| {head}: remove --all ({3 * n} rules) | {ms(s['apps_remove'])} | {3 * n} x ufw delete {ms(s['apps_ufw_deletes'])} | "
+        f"{ratio(s['apps_remove'], s['apps_ufw_deletes'])} | |",
+        f"| {head}: follow run, nothing to change | {ms(s['follow_idle'])} | | | |",
+        f"| {head}: follow run, {s['follow_moves']} device(s) moved | {ms(s['follow_move'])} | {s['follow_moves']} x "
+        f"(ufw delete + ufw allow) {ms(s['follow_move_by_hand'])} | {ratio(s['follow_move'], s['follow_move_by_hand'])} | |",
+        f"| {head}: follow run in a café (every rule withdrawn) | {ms(s['follow_cafe'])} | {n} x ufw delete "
+        f"{ms(s['follow_deletes'])} | {ratio(s['follow_cafe'], s['follow_deletes'])} | |",
+        f"| {head}: follow run back home (every rule restored) | {ms(s['follow_home'])} | {n} x ufw allow "
+        f"{ms(s['follow_allows'])} | {ratio(s['follow_home'], s['follow_allows'])} | |",
+        f"| {head}: status (no root, after setup) | {ms(s['status'])} | | | "
+        f"<= 1.2 s at 50: {verdict(s['status'], 1.2) if n == 50 else '-'} |",
+        f"| {head}: peak RSS discover / status / setup / follow run | {s['discover_rss'] // 1024} / "
+        f"{s['status_rss'] // 1024} / {s['setup_rss'] // 1024} / {s['follow_rss'] // 1024} MB | | | "
+        f"<= 60 MB: {'met' if rss <= 60 else 'NOT MET'} |",
     ]
-    for s in sizes:
-        head = f"{s['n']} ({s['services']})"
-        n = s["n"]
-        disc_limit = 0.8 if n == 1 else 1.0
-        rss = max(s["discover_rss"], s["status_rss"], s["setup_rss"], s["follow_rss"]) / 1024
+
+
+def firewall_rows(s: dict, head: str) -> list[str]:
+    """The rows of each firewall backend measured at this size."""
+    lines = []
+    n = s["n"]
+    for backend in BACKENDS:
+        if f"{backend.name}_setup" not in s:
+            continue
+
+        def get(key: str):
+            return s.get(f"{backend.name}_{key}")
+
+        def row(what: str, ours: float | None, theirs_text: str, theirs: float | None, extra: str = "") -> str:
+            return (f"| {head}: {backend.name} {what} | {ms(ours)}{extra} | {theirs_text.format(n=n)} {ms(theirs)} | "
+                    f"{ratio(ours, theirs, fine=True)} | |")
+
         lines += [
-            f"| {head}: discover | {ms(s['discover'])} | pychromecast discover_chromecasts {ms(s.get('pychromecast'))}"
-            f" (found {s.get('pychromecast_found', 'n/a')}) | {ratio(s['discover'], s.get('pychromecast'))} | "
-            f"<= {disc_limit:g} s{' at 50' if n == 50 else ''}: {verdict(s['discover'], disc_limit) if n in (1, 50) else '-'} |",
-            f"| {head}: discover | {ms(s['discover'])} | avahi-browse -rt, cold cache {ms(s.get('avahi_browse'))}"
-            f" (found {s.get('avahi_browse_found', 'n/a')}) | {ratio(s['discover'], s.get('avahi_browse'))} | |",
-            f"| {head}: discover, DIAL on vs off (CASTWALL_DIAL=off) | {ms(s['discover'])} | mDNS only "
-            f"{ms(s['discover_mdns_only'])} | DIAL adds {(s['discover'] - s['discover_mdns_only']) * 1000:+.0f} ms | "
-            f"no wall time (<= +50 ms): {'met' if s['discover'] - s['discover_mdns_only'] <= 0.05 else 'NOT MET'} |",
-            f"| {head}: sudo discover (DIAL off the wire too) | {ms(s['discover_root'])} | | | |",
-            f"| {head}, multicast lost: sudo discover (all {n} by DIAL) | {ms(s['lossy_discover_root'])} | pychromecast "
-            f"{ms(s.get('lossy_pychromecast'))} (found {s.get('lossy_pychromecast_found', 'n/a')} of {n}) | "
-            f"{ratio(s['lossy_discover_root'], s.get('lossy_pychromecast')) if s.get('lossy_pychromecast_found') == n else 'finds none'}"
-            f" | <= 1.5 s: {verdict(s['lossy_discover_root'], 1.5)} |",
-            f"| {head}, multicast lost: discover after setup (no root) | {ms(s['lossy_discover'])} | | | "
-            f"<= 1.5 s: {verdict(s['lossy_discover'], 1.5)} |",
-            f"| {head}, multicast lost: status after setup (no root; unicast mDNS) | {ms(s['lossy_status'])} | | | "
-            f"<= 1.2 s: {verdict(s['lossy_status'], 1.2)} |",
-            f"| {head}: setup --yes, whole | {ms(s['setup'])} | {n} x ufw allow {ms(s['ufw_adds'])} | "
-            f"{ratio(s['setup'], s['ufw_adds'])} | <= 3 s at 50: {verdict(s['setup'], 3.0) if n == 50 else '-'} |",
-            f"| {head}: setup --yes, apply phase ({s.get('ufw_path')}) | {ms(s.get('setup_apply'))} | {n} x ufw allow "
-            f"{ms(s['ufw_adds'])} | {ratio(s.get('setup_apply'), s['ufw_adds'])} | "
-            f"<= 1.5 s at 50: {verdict(s.get('setup_apply'), 1.5) if n == 50 else '-'} |",
-            f"| {head}: remove --all | {ms(s['remove'])} | {n} x ufw delete {ms(s['ufw_deletes'])} | "
-            f"{ratio(s['remove'], s['ufw_deletes'])} | <= 3 s at 50: {verdict(s['remove'], 3.0) if n == 50 else '-'} |",
-            f"| {head}: setup --yes --app vlc --app catt ({3 * n} rules), whole | {ms(s['apps_setup'])} | {3 * n} x ufw allow "
-            f"{ms(s['apps_ufw_adds'])} | {ratio(s['apps_setup'], s['apps_ufw_adds'])} | |",
-            f"| {head}: setup --yes --app vlc --app catt, apply phase | {ms(s['apps_apply'])} | {3 * n} x ufw allow "
-            f"{ms(s['apps_ufw_adds'])} | {ratio(s['apps_apply'], s['apps_ufw_adds'])} | |",
-            f"| {head}: remove --all ({3 * n} rules) | {ms(s['apps_remove'])} | {3 * n} x ufw delete {ms(s['apps_ufw_deletes'])} | "
-            f"{ratio(s['apps_remove'], s['apps_ufw_deletes'])} | |",
-            f"| {head}: follow run, nothing to change | {ms(s['follow_idle'])} | | | |",
-            f"| {head}: follow run, {s['follow_moves']} device(s) moved | {ms(s['follow_move'])} | {s['follow_moves']} x "
-            f"(ufw delete + ufw allow) {ms(s['follow_move_by_hand'])} | {ratio(s['follow_move'], s['follow_move_by_hand'])} | |",
-            f"| {head}: follow run in a café (every rule withdrawn) | {ms(s['follow_cafe'])} | {n} x ufw delete "
-            f"{ms(s['follow_deletes'])} | {ratio(s['follow_cafe'], s['follow_deletes'])} | |",
-            f"| {head}: follow run back home (every rule restored) | {ms(s['follow_home'])} | {n} x ufw allow "
-            f"{ms(s['follow_allows'])} | {ratio(s['follow_home'], s['follow_allows'])} | |",
-            f"| {head}: status (no root, after setup) | {ms(s['status'])} | | | "
-            f"<= 1.2 s at 50: {verdict(s['status'], 1.2) if n == 50 else '-'} |",
-            f"| {head}: peak RSS discover / status / setup / follow run | {s['discover_rss'] // 1024} / "
-            f"{s['status_rss'] // 1024} / {s['setup_rss'] // 1024} / {s['follow_rss'] // 1024} MB | | | "
-            f"<= 60 MB: {'met' if rss <= 60 else 'NOT MET'} |",
+            row("setup --yes, whole", get("setup"), backend.adds, get("by_hand_add")),
+            row(f"setup --yes, apply phase ({get('path')})", get("setup_apply"), backend.adds, get("by_hand_add")),
+            row("remove --all", get("remove"), backend.deletes, get("by_hand_delete"),
+                f" (apply phase {ms(get('remove_apply'))})"),
+            row(f"setup --yes through {get('cli_path')} ({get('cli_env')}), whole", get("cli_setup"), backend.adds,
+                get("by_hand_add"), f" (apply phase {ms(get('cli_setup_apply'))})"),
         ]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def size(n: int, repeat: int, only: str | None) -> dict:
+    """Everything at N devices: the ufw lab's keys (unless only the firewalls), then each firewall backend's."""
+    out = {"n": n, "services": services(n)} if only else measure(n, repeat)
+    return {**out, **firewalls(n, repeat)}
 
 
 def main() -> int:
@@ -421,14 +625,18 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,12,50")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--write", action="store_true", help=f"also write {TABLE.relative_to(REPO)}")
+    parser.add_argument("--only", choices=["firewalls"],
+                        help="measure only the firewall backends' rows (nftables, firewalld); default: everything")
     args = parser.parse_args()
-    why = missing_requirements()
+    if args.only and args.write:
+        parser.error("--write takes the whole table: not with --only")
+    why = missing_requirements() or next(filter(None, (firewall_missing(b.name) for b in BACKENDS)), None)
     if why:
         print(f"bench: {why}", file=sys.stderr)
         return 4
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    start = startup(max(args.repeat, 9))
-    sizes = [measure(int(n), args.repeat) for n in args.sizes.split(",")]
+    start = None if args.only else startup(max(args.repeat, 9))
+    sizes = [size(int(n), args.repeat, args.only) for n in args.sizes.split(",")]
     text = table(start, sizes, when)
     print("\n" + text)
     RESULTS.mkdir(parents=True, exist_ok=True)
