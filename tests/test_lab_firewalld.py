@@ -36,7 +36,7 @@ def ports(lab) -> list[str]:
     return sorted(re.findall(r'port port="([0-9-]+)" protocol="(udp|tcp)"', rules))
 
 
-def test_setup_reload_restart_move_and_remove_on_firewalld(make_lab):
+def test_setup_reload_restart_move_follow_and_remove_on_firewalld(make_lab):
     lab = make_lab(devices=2, firewall="firewalld", ship_xml=False)
     tv, speaker = lab.devices
     senders = {"tv": tv.ns, "speaker": speaker.ns, "stranger": lab.other_ns}
@@ -75,6 +75,10 @@ def test_setup_reload_restart_move_and_remove_on_firewalld(make_lab):
     moved = lab.castwall("setup", "--yes")
     assert moved.returncode == 0, moved.stderr
     assert entries(lab) == entries(lab, permanent=True) == sorted([f"{lab.subnet}.151", speaker.ip])
+    lab.move(speaker, f"{lab.subnet}.152")  # and follow mode moves the next one
+    follow = lab.castwall("follow", "run")
+    assert follow.returncode == 0 and "moved: Kitchen speaker" in follow.stdout, follow.stderr
+    assert entries(lab) == entries(lab, permanent=True) == sorted([f"{lab.subnet}.151", f"{lab.subnet}.152"])
     assert lab.udp_reaches(senders, IN_RANGE) == {"tv", "speaker"}
 
     gone = lab.castwall("remove", "--all", "--yes")

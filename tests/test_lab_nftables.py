@@ -56,7 +56,7 @@ def include_line(lab) -> str:
     return f'include "{lab.state_dir / "nftables*.nft"}"\n'
 
 
-def test_setup_reload_move_and_remove_on_an_admins_ruleset(make_lab):
+def test_setup_reload_move_follow_and_remove_on_an_admins_ruleset(make_lab):
     lab = make_lab(devices=2, firewall="nftables")
     tv, speaker = lab.devices
     senders = {"tv": tv.ns, "speaker": speaker.ns, "stranger": lab.other_ns}
@@ -105,6 +105,10 @@ def test_setup_reload_move_and_remove_on_an_admins_ruleset(make_lab):
     moved = lab.castwall("setup", "--yes")
     assert moved.returncode == 0, moved.stderr
     assert {ip for ip, proto, _ in castwall_elements(lab) if proto == "udp"} == {f"{lab.subnet}.151", speaker.ip}
+    lab.move(speaker, f"{lab.subnet}.152")  # and follow mode moves the next one
+    follow = lab.castwall("follow", "run")
+    assert follow.returncode == 0 and "moved: Kitchen speaker" in follow.stdout, follow.stderr
+    assert {ip for ip, proto, _ in castwall_elements(lab) if proto == "udp"} == {f"{lab.subnet}.151", f"{lab.subnet}.152"}
     assert lab.udp_reaches(senders, IN_RANGE) == {"tv", "speaker"}
 
     gone = lab.castwall("remove", "--all", "--yes")
