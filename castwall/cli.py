@@ -81,7 +81,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       2  usage error
       3  status or check: something needs attention
       4  root needed
-      5  a required program is missing (ufw, nft, firewall-cmd, ip; dnsmasq for --reserve; pychromecast for check --app; systemd for follow), or ufw and firewalld both filter
+      5  a required program is missing (ufw, nft, firewall-cmd, ip; dnsmasq for --reserve; pychromecast for check --app; systemd for follow), or no firewall castwall drives filters alone (ufw and firewalld both; iptables without ufw)
       6  a firewall command or the dnsmasq reservations failed; any change of the run was undone
       7  a firewall change failed and could not be fully undone
       8  unusable system data (port range, state file, command output)

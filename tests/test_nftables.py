@@ -224,3 +224,10 @@ def test_nft_chain_refuses_chains_of_firewalld_and_iptables_nft():
     for c in (NftChain("inet", "firewalld", "filter_INPUT"), NftChain("ip", "filter", "INPUT")):
         with pytest.raises(UsageError, match="not to the admin's own ruleset"):
             firewalls.choose(land, None, c, None)
+
+
+def test_iptables_rules_that_drop_without_ufw_are_no_firewall_castwall_drives():
+    items = [chain(family="ip", table="filter", name="INPUT"), chain(family="ip", table="filter", name="ufw-user-input", hook=None)]
+    land = firewalls.Landscape(False, False, tuple(nr.input_chains(items)), False)
+    with pytest.raises(firewalls.IptablesOnly, match="sudo apt install ufw"):
+        firewalls.choose(land, None, None, None)

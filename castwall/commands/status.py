@@ -15,7 +15,7 @@ from castwall.errors import ExitCode, UsageError
 from castwall.findings import Finding, assess
 from castwall.system import host
 from castwall.system.sysctl import read_port_range
-from castwall.system.firewalls import CannotTell
+from castwall.system.firewalls import CannotTell, IptablesOnly
 from castwall.system.ufw import installed_profiles
 
 
@@ -32,9 +32,13 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
         fw = firewall.name if firewall else "none"
     except CannotTell:  # without root and without a state file: which firewall filters is unknown
         firewall, fw = None, "unknown"
+    except IptablesOnly:  # iptables drops, ufw is gone: status says ufw is missing
+        firewall, fw = None, "ufw"
     live, odd, problems = None, (), []
     if fw == "unknown":
         ufw = "unknown"
+    elif firewall is None and fw == "ufw":
+        ufw = "missing"
     elif firewall is None:
         ufw = "none"
     elif not firewall.installed():

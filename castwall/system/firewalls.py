@@ -23,6 +23,10 @@ class TwoManagers(MissingTool):
     """Two firewall managers filter at once: castwall cannot open both, and one alone does not help."""
 
 
+class IptablesOnly(MissingTool):
+    """iptables rules drop incoming traffic, and no firewall castwall drives manages them (ufw gone, say)."""
+
+
 class CannotTell(NeedRoot):
     """Without root castwall cannot read the nftables ruleset, and nothing else tells which firewall filters."""
 
@@ -147,7 +151,14 @@ def choose(land: Landscape, given: str | None, chain: NftChain | None, recorded:
     if land.dropping():
         return FirewallChoice("nftables", _chain_for(land, recorded))
     # An installed ufw that is not enabled yet keeps castwall's rules for the day it is (and says so).
-    return FirewallChoice("ufw") if land.ufw_installed else None
+    if land.ufw_installed:
+        return FirewallChoice("ufw")
+    iptables = [c.chain for c in land.chains if c.managed_by == "iptables-nft" and c.drops]
+    if iptables:
+        raise IptablesOnly(f"iptables rules drop incoming traffic ({', '.join(map(str, iptables))}), but ufw, which "
+                           "castwall drives, is not installed: install it with: sudo apt install ufw (castwall does "
+                           "not write plain iptables rules)")
+    return None
 
 
 def describe(land: Landscape, picked: FirewallChoice | None) -> str:
