@@ -264,6 +264,8 @@ def status_text(
         out += ["", "All in place."]
     elif all(f.code == "check-failed" for f in attention):
         out += ["", "The rules are in place, but Chrome cannot find or reach some devices: see the fixes above."]
+    elif all(f.code == "firewall-problem" and "include" in f.message for f in attention):
+        out += ["", "castwall's rules are in place; add the include line above so that they last."]
     else:
         out += ["", "Run 'sudo castwall setup' to bring the rules up to date."]
     return "\n".join(out)
