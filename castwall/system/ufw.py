@@ -161,11 +161,10 @@ def parse_show_added(text: str) -> RuleSet:
     return RuleSet(tuple(rules), tuple(odd), other, tuple(order))
 
 
-class UfwFirewall:
-    """ufw 0.36+ driven through its CLI; every call needs root."""
+class UfwCommon:
+    """What both ufw paths (its command, its library) answer alike."""
 
     name = "ufw"
-    path = "the ufw command, one call per rule"
 
     def commands(self, steps: Sequence[Step]) -> None:
         """None: ufw runs one command per step, and the plan shows each with its step."""
@@ -176,6 +175,12 @@ class UfwFirewall:
 
     def sync(self) -> None:
         pass  # ufw keeps its rules in its own files
+
+
+class UfwFirewall(UfwCommon):
+    """ufw 0.36+ driven through its CLI; every call needs root."""
+
+    path = "the ufw command, one call per rule"
 
     def __init__(self, runner: Runner):
         self.runner = runner

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from castwall.errors import CastwallError, NeedRoot, ToolFailed
-from castwall.model import Rule, RuleSet, Step
+from castwall.model import RuleSet, Step
 from castwall.system.runner import SAFE_PATH, Runner
-from castwall.system.ufw import UfwFirewall, outcome, parse_show_added
+from castwall.system.ufw import UfwCommon, UfwFirewall, outcome, parse_show_added
 
 DEBIAN_LIBRARY = Path("/usr/lib/python3/dist-packages/ufw")
 LOCK_FILE = "/run/ufw.lock"  # the lock the ufw command takes for each call
@@ -99,7 +99,7 @@ def _quiet(sink: _Sink):
                 os.environ[key] = value
 
 
-class UfwLibrary:
+class UfwLibrary(UfwCommon):
     """ufw's rules read and changed through its Python library, under ufw's own lock.
 
     A run: begin() takes the lock and re-reads the rules files; apply() per
@@ -108,18 +108,7 @@ class UfwLibrary:
     puts the files back byte for byte and reloads; end() releases the lock.
     """
 
-    name = "ufw"
     path = "ufw's Python library, in process"
-
-    def commands(self, steps: Sequence[Step]) -> None:
-        """None: ufw runs one command per step, and the plan shows each with its step."""
-        return None
-
-    def problems(self, recorded: Sequence[Rule] = ()) -> list[str]:
-        return []  # what differs in ufw shows as rules missing or unrecorded
-
-    def sync(self) -> None:
-        pass  # ufw keeps its rules in its own files
 
     def __init__(self, runner: Runner, *, debug: Callable[[str], None] = lambda m: None):
         self.cli = UfwFirewall(runner)  # for installed()/require(): the ufw package is what must be there
