@@ -15,15 +15,12 @@ IN_RANGE = 40000
 D_BUS = importlib.util.find_spec("firewall") is not None  # castwall's firewalld path on this stack
 
 
-def admins(lab) -> str:
-    """What the admin configured, runtime and permanent: zones, their ipset, and the policies but castwall's."""
-    out = []
-    for mode in ((), ("--permanent",)):
-        out.append(lab.firewall_cmd(*mode, "--list-all-zones", check=True).stdout)
-        out.append(lab.firewall_cmd(*mode, "--info-ipset=admin_hosts", check=True).stdout)
-        policies = lab.firewall_cmd(*mode, "--list-all-policies", check=True).stdout
-        out.append("\n\n".join(p for p in policies.split("\n\n") if not p.startswith("castwall")))
-    return "\n".join(out)
+def admins(lab) -> dict:
+    """What the admin configured, runtime and permanent: the zones, their ipset and every policy but castwall's."""
+    state = json.loads(lab.firewalld_state().split("== /etc/firewalld")[0])
+    for kind in ("policies", "ipsets", "permanent policies", "permanent ipsets"):
+        state[kind].pop("castwall", None)
+    return state
 
 
 def entries(lab, permanent: bool = False) -> list[str]:
