@@ -196,12 +196,13 @@ def status(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout
 
     Reports a device whose address moved since its rule was written, a rule
     for a device no longer seen, a new device without a rule, a port range
-    that changed since the rules were written, ufw being inactive or missing,
-    an unusable state file, a device without the rule of a chosen sender app
-    (or with one for an old port), and app rules whose ufw profile has gone or
-    was changed. Devices that may get no rule are listed with
-    the reason. With root it also checks the live ufw rules against the state
-    file (a run killed part way shows here) and asks every device's address
+    that changed since the rules were written, the firewall inactive or
+    missing (or nothing filtering at all), castwall's nftables set, rule or
+    include line missing, an unusable state file, a device without the rule of
+    a chosen sender app (or with one for an old port), and app rules whose ufw
+    profile has gone or was changed. Devices that may get no rule are listed
+    with the reason. With root it also checks the live firewall rules against
+    the state file (a run killed part way shows here) and asks every device's address
     by ARP: an address two hosts claim needs attention. Exits 0 when all is
     in place and 3 when something needs action. With --check it also reports
     each device that Chrome could not find or reach (see 'castwall check').

@@ -78,8 +78,8 @@ def firewall_options(f):
     return click.option("--firewall", type=click.Choice(FIREWALL_NAMES), default=None, expose_value=False,
                         callback=_given_firewall,
                         help="The firewall castwall's rules go in. Default: the one that filters incoming traffic "
-                             "(ufw if active, firewalld if running, else an nftables input chain that drops), "
-                             "or the one the state file names.")(f)
+                             "(ufw if enabled, firewalld if running, else the admin's nftables input chain that "
+                             "drops); status, remove and follow run use the one the state file names.")(f)
 
 
 class AddressType(click.ParamType):
