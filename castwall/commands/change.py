@@ -8,7 +8,7 @@ import click
 
 from castwall.commands.services import Services, progress
 from castwall.errors import Declined, NeedRoot
-from castwall.model import FirewallChoice, Rule, State
+from castwall.model import FirewallChoice, Rule, State, Step
 from castwall.system import host
 from castwall.system.firewalls import NOTHING_FILTERS
 
@@ -34,12 +34,17 @@ def firewall_for(svc: Services, dry_run: bool, need_root: str, recorded: State |
     root = svc.is_root()
     if not root and not dry_run:
         raise NeedRoot(need_root)
-    choice = recorded.firewall if recorded else None
-    use = choice if prefer_recorded and choice and svc.firewall_given is None and svc.nft_chain is None else None
-    firewall = svc.firewall(choice, use)
+    firewall = svc.firewall(recorded.firewall if recorded else None, prefer_recorded)
     if root and firewall is not None:
         firewall.require()
     return root, firewall
+
+
+def commands_for(firewall: Firewall, steps: Sequence[Step], root: bool) -> list[str] | None:
+    """The firewall's own commands for the steps, for the plan; without root only ufw's can be known."""
+    if root or firewall.name == "ufw":
+        return firewall.commands(steps)
+    return [f"(the exact {firewall.name} commands need root: castwall reads the live ruleset to write them)"]
 
 
 def choice_of(firewall: Firewall) -> FirewallChoice:

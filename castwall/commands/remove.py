@@ -9,7 +9,7 @@ import click
 
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, placed, run_transaction
-from castwall.commands.change import choice_of, confirm, done_text, drift, firewall_for, nothing_filters, save_state, timestamp
+from castwall.commands.change import choice_of, commands_for, confirm, done_text, drift, firewall_for, nothing_filters, save_state, timestamp
 from castwall.commands.services import Services, progress, warn
 from castwall.errors import NotFound, UsageError
 from castwall.model import Rule, State
@@ -91,8 +91,7 @@ def run(svc: Services, selectors: tuple[str, ...], remove_all: bool, yes: bool, 
             click.echo(f"castwall has no rules in {fw}; nothing to remove.")
             return
         if steps:
-            commands = firewall.commands(steps) if root or fw == "ufw" else [
-                f"(the exact {fw} commands need root: castwall reads the live ruleset to write them)"]
+            commands = commands_for(firewall, steps, root)
             click.echo("\n".join(render.changes_text(steps, fw, commands)))
         if change:
             click.echo(("\n" if steps else "") + change.describe())

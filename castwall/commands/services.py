@@ -97,9 +97,11 @@ class Services:
         self.note(describe(land, picked))
         return picked
 
-    def firewall(self, recorded: FirewallChoice | None = None, choice: FirewallChoice | None = None) -> Firewall | None:
-        """The backend of the firewall that filters (choice, else found), or None when nothing filters."""
-        choice = choice or self.choose_firewall(recorded)
+    def firewall(self, recorded: FirewallChoice | None = None, prefer_recorded: bool = False) -> Firewall | None:
+        """The backend of the firewall that filters, or None when nothing filters. With prefer_recorded, the
+        one the state file names (recorded), unless --firewall or --nft-chain says otherwise."""
+        given = self.firewall_given is not None or self.nft_chain is not None
+        choice = recorded if prefer_recorded and recorded and not given else self.choose_firewall(recorded)
         if choice is None:
             return None
         if choice.name == "nftables":

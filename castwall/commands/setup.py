@@ -11,7 +11,7 @@ from castwall import apps
 from castwall import hints as hintlib
 from castwall import render
 from castwall.apply import check_empty, deferred_signals, placed, run_transaction
-from castwall.commands.change import choice_of, confirm, done_text, drift, firewall_for, nothing_filters, save_state, timestamp
+from castwall.commands.change import choice_of, commands_for, confirm, done_text, drift, firewall_for, nothing_filters, save_state, timestamp
 from castwall.commands.services import Services, not_root_hint, note, progress, warn
 from castwall.commands.survey import show_rejected, take_survey
 from castwall.errors import NotFound, UsageError
@@ -112,8 +112,7 @@ def run(
         change = _reservations(dns, plan, previous, survey.networks) if dns else None
         extra = [render.apps_section(plan, given, scope is not None)] if chosen else []
         extra += [change.describe()] if change else []
-        commands = firewall.commands(plan.steps) if root or fw == "ufw" else [
-            f"(the exact {fw} commands need root: castwall reads the live ruleset to write them)"]
+        commands = commands_for(firewall, plan.steps, root)
         click.echo(render.plan_text(plan, source=str(svc.paths.port_range), known=previous.devices if previous else (),
                                     hints=found, extra=extra, firewall=fw, commands=commands))
         if dry_run:

@@ -26,9 +26,8 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     port_range = read_port_range(svc.paths.port_range)
     state, problem = host.read_state(svc.paths.state_file)
     recorded = state.firewall if state else None
-    use = recorded if recorded and svc.firewall_given is None and svc.nft_chain is None else None
     try:
-        firewall = svc.firewall(recorded, use)
+        firewall = svc.firewall(recorded, prefer_recorded=True)
         fw = firewall.name if firewall else "none"
     except CannotTell:  # without root and without a state file: which firewall filters is unknown
         firewall, fw = None, "unknown"
