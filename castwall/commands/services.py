@@ -70,6 +70,7 @@ class Services:
     nft_chain: NftChain | None = None  # --nft-chain
     nft_cli: bool | None = None  # True: the nft command through runner, never libnftables (None: CASTWALL_NFT decides)
     firewalld_cli: bool | None = None  # True: firewall-cmd through runner, never D-Bus (None: CASTWALL_FIREWALLD decides)
+    _nft: NftablesFirewall | None = field(default=None, init=False, repr=False)
 
     def note(self, message: str) -> None:
         """A --debug line: what castwall does, how long it took, which path it took."""
@@ -87,8 +88,11 @@ class Services:
             return look(self.runner, self.paths.ufw_conf, self.paths.system_bus, root, reader)
 
     def nftables(self, chain: NftChain | None) -> NftablesFirewall:
-        return NftablesFirewall(self.runner, chain, self.paths.nft_include, self.paths.nftables_conf, cli=self.nft_cli,
-                                note=self.note)
+        """nftables, read by the firewall's detection and then by the backend through one loaded library."""
+        if self._nft is None:
+            self._nft = NftablesFirewall(self.runner, None, self.paths.nft_include, self.paths.nftables_conf,
+                                         cli=self.nft_cli, note=self.note)
+        return self._nft if chain is None else self._nft.at(chain)
 
     def choose_firewall(self, recorded: FirewallChoice | None) -> FirewallChoice | None:
         """The firewall castwall's rules go in (None: nothing filters). Raises UsageError, TwoManagers."""

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from castwall.errors import MissingTool, NeedRoot, ToolFailed
 from castwall.model import Action, NftChain, Rule, RuleSet, Step
@@ -116,6 +116,12 @@ class NftablesFirewall:
             self.note(f"nftables path: {self._io.path}" + (f" ({why})" if why else ""))
         return self._io
 
+    def at(self, chain: NftChain) -> NftablesFirewall:
+        """The same ruleset (and the same loaded library) with castwall's rule in chain."""
+        other = NftablesFirewall(self.runner, chain, self.include, self.conf, cli=self.cli, note=self.note)
+        other._io = self._io
+        return other
+
     @property
     def path(self) -> str:
         return f"{self._transport().path}, chain {self.chain}"
@@ -169,10 +175,10 @@ class NftablesFirewall:
         found = self._read()
         out = []
         if recorded and not found.set_present:
-            out.append(f"castwall's set {SET_NAME} is missing from table {self.chain.family} {self.chain.table}: "
+            out.append(f"castwall's set {nr.SET} is missing from table {self.chain.family} {self.chain.table}: "
                        "was the ruleset reloaded without castwall's include file? 'sudo castwall setup' puts it back")
         if (recorded or found.rules) and not found.rule_handles:
-            out.append(f"castwall's rule is missing from chain {self.chain}: nothing in set {SET_NAME} is let in; "
+            out.append(f"castwall's rule is missing from chain {self.chain}: nothing in set {nr.SET} is let in; "
                        "'sudo castwall setup' puts it back")
         if len(found.rule_handles) > 1:
             out.append(f"castwall's rule is in chain {self.chain} {len(found.rule_handles)} times; the next setup keeps one")
@@ -202,7 +208,7 @@ class NftablesFirewall:
     def begin(self) -> None:
         self._found = self._read()
         if not self._found.set_ok and self._found.set_present:
-            raise ToolFailed(f"table {self.chain.family} {self.chain.table} has a set named {SET_NAME} of another type, "
+            raise ToolFailed(f"table {self.chain.family} {self.chain.table} has a set named {nr.SET} of another type, "
                              "which castwall did not create; castwall leaves it alone")
         self._adds, self._deletes, self._applied = [], [], None
 
@@ -226,17 +232,13 @@ class NftablesFirewall:
 
     def commit(self) -> None:
         found, adds, deletes = self._found, list(self._adds), list(self._deletes)
-        after = sorted((set(found.rules) - set(deletes)) | set(adds), key=Rule.sort_key)
+        after = (set(found.rules) - set(deletes)) | set(adds)
         old_include = _read_text(self.include)
         commands = self._batch(found, adds, deletes)
         if deletes:
             # Before the batch, the file holds only what stays: killed between the batch and the final file,
             # a reboot would not bring back a rule this run deleted.
-            staying = sorted(set(found.rules) - set(deletes), key=Rule.sort_key)
-            try:
-                self._write_include(staying)
-            except OSError as exc:
-                raise ToolFailed(f"cannot write {self.include}: {exc.strerror or exc}") from None
+            self._write_include(set(found.rules) - set(deletes))
         if commands:
             try:
                 self._transport().run(commands)
@@ -244,24 +246,26 @@ class NftablesFirewall:
                 self._put_back(old_include)
                 raise
         self._applied = (found, adds, deletes, old_include)
+        self._write_include(after)
+
+    def _include_text(self, rules: Iterable[Rule]) -> str:
+        return nr.include_text(self.chain, sorted((r for r in rules if r.owner), key=Rule.sort_key), str(self.include))
+
+    def _write_include(self, rules: Iterable[Rule]) -> None:
+        """castwall's rules (of these) into the include file. Raises ToolFailed."""
         try:
-            self._write_include(after)
+            host.write_file(self.include, self._include_text(rules))
         except OSError as exc:
             raise ToolFailed(f"cannot write {self.include}: {exc.strerror or exc}") from None
 
-    def _write_include(self, rules: Sequence[Rule]) -> None:
-        host.write_file(self.include, nr.include_text(self.chain, [r for r in rules if r.owner], str(self.include)))
-
     def sync(self) -> None:
         """Rewrite the include file from the live set (a run killed before writing it left it behind)."""
-        found = self._read()
-        rules = [r for r in found.rules if r.owner]
-        text = nr.include_text(self.chain, sorted(rules, key=Rule.sort_key), str(self.include))
-        if _read_text(self.include) != text:
+        rules = self._read().rules
+        if _read_text(self.include) != self._include_text(rules):
             try:
-                host.write_file(self.include, text)
-            except OSError as exc:  # a run that changes the rules stops on it, and undoes its batch
-                self.note(f"cannot bring {self.include} up to date: {exc.strerror or exc}")
+                self._write_include(rules)
+            except ToolFailed as exc:  # a run that changes the rules stops on it, and undoes its batch
+                self.note(exc.message)
 
     def revert(self, done: Sequence[Step], progress: Callable[[str], None]) -> tuple[list[Step], str]:
         """Undo a committed batch with its inverse batch, and put the include file back."""
@@ -296,13 +300,9 @@ class NftablesFirewall:
         self._found, self._adds, self._deletes = None, [], []
 
 
-SET_NAME = nr.SET
-
-
 def _read_text(path: Path) -> str | None:
+    """The file's text; None when it is missing or unreadable."""
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
     except OSError:
         return None
