@@ -17,15 +17,7 @@ class Faults:
         fail), "term" (SIGTERM to the caller during that call), "kill" (the
         call succeeds, then SIGKILL to the caller, as a power cut would).
         """
-        real, wrapper = self.dir / "ufw-real", self.dir / "ufw-wrapper"
-        control = self.dir / "ufw-fault"
-        if not wrapper.exists():
-            shutil.copy2("/usr/sbin/ufw", real)
-            wrapper.write_text(_UFW_WRAPPER.format(real=real, control=control))
-            wrapper.chmod(0o755)
-            self.ws(["mount", "--bind", str(wrapper), "/usr/sbin/ufw"], check=True)
-        control.write_text(f"{mode} {at}\n")
-        (self.dir / "ufw-fault.count").write_text("0\n")
+        self._wrap("/usr/sbin/ufw", "ufw", _UFW_WRAPPER, mode, at)
 
     def inject_iptables_fault(self, mode: str, at: int) -> None:
         """The same faults for castwall's in-process ufw path: iptables misbehaves on the at-th
@@ -47,6 +39,20 @@ class Faults:
         (self.dir / "iptables-fault.count").write_text("0\n")
         (self.dir / "iptables-fault.broken").unlink(missing_ok=True)
 
+    def _wrap(self, binary: str, name: str, template: str, mode: str, at: int) -> None:
+        """Put a wrapper (template, with {real} and {control}) over binary in the workstation, once, and arm it:
+        mode at the at-th call it counts, counting from 0 again (ufw here; nft and firewall-cmd in firewalls.py)."""
+        if mode not in ("fail", "fail-from", "term", "kill") or at < 1:
+            raise ValueError(f"fault mode {mode!r} at {at}")
+        real, wrapper, control = self.dir / f"{name}-real", self.dir / f"{name}-wrapper", self.dir / f"{name}-fault"
+        if not wrapper.exists():
+            shutil.copy2(binary, real)
+            wrapper.write_text(template.format(real=real, control=control))
+            wrapper.chmod(0o755)
+            self.ws(["mount", "--bind", str(wrapper), binary], check=True)
+        control.write_text(f"{mode} {at}\n")
+        (self.dir / f"{name}-fault.count").write_text("0\n")
+
     def clear_ufw_fault(self) -> None:
         """End the faults of both injectors."""
         for name in ("ufw-fault", "iptables-fault", "iptables-fault.broken"):
@@ -64,8 +70,8 @@ class Faults:
         self.ws(["mount", "--bind", str(blank), "/usr/sbin/ufw"], check=True)
 
 
-# Both fault injectors count the calls they watch and decide whether this one is hit.
-_FAULT_COUNT = """n=$(( $(cat {control}.count) + 1 ))
+# Every fault injector counts the calls it watches and decides whether this one is hit (firewalls.py's too).
+FAULT_COUNT = """n=$(( $(cat {control}.count) + 1 ))
 echo "$n" > {control}.count
 read -r mode at < {control}
 hit=no
@@ -77,7 +83,7 @@ _UFW_WRAPPER = """#!/bin/sh
 # The lab's fault injector in front of the real ufw (see Lab.inject_ufw_fault).
 case "$1" in allow|delete|insert) ;; *) exec {real} "$@" ;; esac
 [ -f {control} ] || exec {real} "$@"
-""" + _FAULT_COUNT + """[ $hit = yes ] || exec {real} "$@"
+""" + FAULT_COUNT + """[ $hit = yes ] || exec {real} "$@"
 case "$mode" in
   fail|fail-from) echo "ERROR: lab fault injected into ufw call $n" >&2; exit 1 ;;
   term) kill -TERM "$PPID"; exec {real} "$@" ;;
@@ -92,7 +98,7 @@ name=$(basename "$0")
 if [ "$name" != iptables ] || [ "$1" != -L ] || [ "$2" != ufw-user-input ] || [ ! -f {control} ]; then
     exec -a "$name" {real} "$@"
 fi
-""" + _FAULT_COUNT + """[ $hit = yes ] || exec -a "$name" {real} "$@"
+""" + FAULT_COUNT + """[ $hit = yes ] || exec -a "$name" {real} "$@"
 case "$mode" in
   fail) echo "iptables: lab fault injected into call $n" >&2; exit 1 ;;
   fail-from) touch {control}.broken; echo "iptables: lab fault injected into call $n" >&2; exit 1 ;;

@@ -43,6 +43,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.lab.common import SAFE_PATH, LabError
+from tests.lab.faults import FAULT_COUNT
 
 FIREWALLS = ("ufw", "nftables", "firewalld", "none")
 REPO = Path(__file__).resolve().parents[2]
@@ -305,20 +306,9 @@ class Firewalls:
         path = self.dir / f"{which}-fault.count"
         return int(path.read_text().strip() or 0) if path.exists() else 0
 
-    def _wrap(self, binary: str, name: str, template: str, mode: str, at: int) -> None:
-        if mode not in ("fail", "fail-from", "term", "kill") or at < 1:
-            raise ValueError(f"fault mode {mode!r} at {at}")
-        real, wrapper, control = self.dir / f"{name}-real", self.dir / f"{name}-wrapper", self.dir / f"{name}-fault"
-        if not wrapper.exists():
-            shutil.copy2(binary, real)
-            wrapper.write_text(template.format(real=real, control=control))
-            wrapper.chmod(0o755)
-            self.ws(["mount", "--bind", str(wrapper), binary], check=True)
-        control.write_text(f"{mode} {at}\n")
-        (self.dir / f"{name}-fault.count").write_text("0\n")
 
 
-# Polls firewalld's state property over the workstation's system bus, in one process, until RUNNING.
+# Prints everything firewalld holds, runtime and permanent, as sorted JSON (Lab.firewalld_state).
 _FIREWALLD_DUMP = """
 import json
 from firewall.client import FirewallClient
@@ -350,6 +340,7 @@ state = {
 print(json.dumps(plain(state), indent=1, sort_keys=True))
 """
 
+# Polls firewalld's state property over the workstation's system bus, in one process, until RUNNING.
 _FIREWALLD_WAITER = """
 import sys, time
 import dbus
@@ -371,14 +362,8 @@ print("firewalld state:", last)
 sys.exit(1)
 """
 
-# The fault injectors count the changing calls they see and decide whether this one is hit (as faults.py's).
-_FAULT_COUNT = """n=$(( $(cat {control}.count) + 1 ))
-echo "$n" > {control}.count
-read -r mode at < {control}
-hit=no
-[ "$n" -eq "$at" ] && hit=yes
-[ "$mode" = fail-from ] && [ "$n" -ge "$at" ] && hit=yes
-[ $hit = yes ] || exec {real} "$@"
+# The fault injectors count the changing calls they see and decide whether this one is hit (faults.py's counter).
+_COUNT_AND_ACT = FAULT_COUNT + """[ $hit = yes ] || exec {real} "$@"
 case "$mode" in
   fail|fail-from) echo "Error: lab fault injected into $name call $n" >&2; exit 1 ;;
   term) kill -TERM "$PPID"; exec {real} "$@" ;;
@@ -420,7 +405,7 @@ for cmd in $(printf '%s\\n' "${{words[*]}}" | tr ';' '\\n' | awk '{{print $1}}')
 done
 [ $check = yes ] && changes=no
 [ $changes = yes ] || exec {real} "$@"
-""" + _FAULT_COUNT
+""" + _COUNT_AND_ACT
 
 _FIREWALL_CMD_WRAPPER = """#!/bin/bash
 # The lab's fault injector in front of the real firewall-cmd (see Lab.inject_firewall_cmd_fault).
@@ -434,7 +419,7 @@ for a in "$@"; do
     esac
 done
 [ $changes = yes ] || exec {real} "$@"
-""" + _FAULT_COUNT
+""" + _COUNT_AND_ACT
 
 _SITECUSTOMIZE = '''"""The lab's fault injector for castwall's in-process firewall libraries (see Lab.inject_firewall_lib_fault)."""
 import importlib.abc
