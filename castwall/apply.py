@@ -128,7 +128,7 @@ def run_transaction(
     back as it was, FirewallInconsistent when the undo failed too (its message
     says exactly which rules differ).
     """
-    name = getattr(firewall, "name", "ufw")
+    name = firewall.name
     done: list[Step] = []
     total = len(steps)
     position = 0
