@@ -11,6 +11,7 @@ carries too, so a device found both ways is one device.
 from __future__ import annotations
 
 import ipaddress
+import re
 import xml.parsers.expat
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -27,6 +28,13 @@ MAX_HEADERS = 40
 MAX_DESCRIPTION = 64 * 1024  # a real description is ~1.5 KiB
 MAX_FIELD = 512  # characters kept of one element's text
 MAX_PATH = 256
+# The encodings a description may declare: UTF-8, which real devices send, and its subsets and
+# the one single-byte charset expat decodes itself. Any other name would send expat to Python's
+# codec registry, which knows names that are no text encoding at all (hex, bz2, rot13).
+READABLE_ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "us-ascii": "US-ASCII", "ascii": "US-ASCII",
+                      "iso-8859-1": "ISO-8859-1", "latin-1": "ISO-8859-1", "latin1": "ISO-8859-1"}
+_DECLARATION = re.compile(rb"\A(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml\b([^>]{0,200})\?>")
+_DECLARED_ENCODING = re.compile(rb"""\bencoding[ \t\r\n]*=[ \t\r\n]*(?:"([^"]*)"|'([^']*)')""")
 
 
 @dataclass(frozen=True)
@@ -132,16 +140,40 @@ class _Refused(Exception):
     pass
 
 
+def description_encoding(data: bytes) -> str:
+    """The encoding expat is to read a description in: what its XML declaration names, if castwall reads that.
+
+    No declaration means UTF-8 (XML 1.0 section 4.3.3). A byte-order mark of
+    UTF-16 or UTF-32, or a declared encoding outside READABLE_ENCODINGS, is
+    refused (ValueError, naming it).
+    """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or data[:2] in (b"<\x00", b"\x00<"):
+        raise ValueError("its description is in UTF-16 or UTF-32; castwall reads descriptions in UTF-8 only")
+    declaration = _DECLARATION.match(data)
+    if declaration is None:
+        return "UTF-8"
+    named = _DECLARED_ENCODING.search(declaration.group(1))
+    if named is None:
+        return "UTF-8"
+    raw = named.group(1) if named.group(1) is not None else named.group(2)
+    name = raw.decode("latin-1")
+    if name.lower() not in READABLE_ENCODINGS:
+        raise ValueError(f"its description declares encoding {safe_text(name, 40)!r}; castwall reads descriptions in UTF-8 only")
+    return READABLE_ENCODINGS[name.lower()]
+
+
 def parse_description(data: bytes) -> Description:
     """The UDN, names and type of the first device in a UPnP device description.
 
     The XML is read with expat and no DTD: a document type declaration, an
     entity declaration or an external entity is refused, so no entity
-    expands. Raises ValueError, saying why.
+    expands; only the encodings of description_encoding are read. Raises
+    ValueError, saying why, and nothing else whatever the bytes.
     """
     if len(data) > MAX_DESCRIPTION:
         raise ValueError(f"its description is larger than {MAX_DESCRIPTION // 1024} KiB")
-    parser = xml.parsers.expat.ParserCreate()
+    # Naming the encoding here makes expat ignore the one the document declares.
+    parser = xml.parsers.expat.ParserCreate(description_encoding(data))
     parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
 
     def refuse(*_):
@@ -188,6 +220,8 @@ def parse_description(data: bytes) -> Description:
     except xml.parsers.expat.ExpatError as exc:
         raise ValueError(f"its description is not well-formed XML ({xml.parsers.expat.ErrorString(exc.code)}, "
                          f"line {exc.lineno})") from None
+    except (LookupError, UnicodeError, RecursionError, MemoryError) as exc:  # expat's own limits, whatever they are
+        raise ValueError(f"its description cannot be read ({type(exc).__name__})") from None
     if not devices or "UDN" not in fields:
         raise ValueError("its description names no device UDN")
     return Description(fields["UDN"], fields.get("friendlyName", ""), fields.get("modelName", ""),

@@ -139,3 +139,44 @@ def test_a_device_only_dial_finds_and_one_only_unicast_finds():
     only = read_dial(reply())
     [d], _ = collate([], [only])
     assert d.found_by_text == "DIAL"
+
+
+def declaring(encoding: str, quote: str = '"') -> bytes:
+    return DESCRIPTION.replace(b'<?xml version="1.0"?>', f"<?xml version={quote}1.0{quote} encoding={quote}{encoding}{quote}?>".encode())
+
+
+@pytest.mark.parametrize("encoding", ["x-anything", "hex", "base64", "bz2", "rot13", "zlib", "uu", "quopri", "idna",
+                                      "punycode", "utf-16", "UTF-32", "cp1252", "shift_jis", "utf_7", "", "utf-8 "])
+def test_a_description_in_an_encoding_castwall_does_not_read_is_refused_by_name(encoding):
+    for quote in ('"', "'"):
+        data = declaring(encoding, quote)
+        assert data != DESCRIPTION
+        with pytest.raises(ValueError, match=r"its description declares encoding .*castwall reads descriptions in UTF-8 only"):
+            parse_description(data)
+        got = read_dial(reply(description=data))
+        assert isinstance(got, Rejected) and "declares encoding" in got.reason, got
+
+
+@pytest.mark.parametrize("encoding", ["UTF-8", "utf-8", "utf8", "US-ASCII", "ascii", "ISO-8859-1", "latin-1"])
+def test_the_encodings_real_devices_use_are_read(encoding):
+    assert read_dial(reply(description=declaring(encoding))).uuid == UUID
+
+
+def test_a_byte_order_mark_of_utf_16_is_refused_and_one_of_utf_8_is_read():
+    with pytest.raises(ValueError, match="UTF-16 or UTF-32"):
+        parse_description(b"\xff\xfe" + DESCRIPTION.decode().encode("utf-16-le"))
+    with pytest.raises(ValueError, match="UTF-16 or UTF-32"):
+        parse_description(DESCRIPTION.decode().encode("utf-16-be"))
+    assert parse_description(b"\xef\xbb\xbf" + DESCRIPTION).udn == f"uuid:{UUID}"
+
+
+def test_a_latin_1_name_is_read_as_latin_1():
+    data = declaring("ISO-8859-1").replace(b"<friendlyName>Chromecast", b"<friendlyName>T\xe9l\xe9")
+    assert read_dial(reply(description=data)).name == "Télé"
+
+
+def test_deep_nesting_is_read_or_refused_never_raised():
+    deep = b"<root><device><UDN>uuid:" + UUID.encode() + b"</UDN>" + b"<a>" * 8000 + b"</a>" * 8000 + b"</device></root>"
+    assert parse_description(deep).udn == f"uuid:{UUID}"
+    with pytest.raises(ValueError, match="not well-formed"):
+        parse_description(b"<root>" + b"<a>" * 21000)
