@@ -34,9 +34,16 @@ GROUP = ("239.255.255.250", 1900)
 MX = 1  # seconds a device may wait before it answers, as Chrome asks
 COPIES = (0.0, 0.1)  # when the M-SEARCH goes out: twice, as UDP may lose one
 MARGIN = 0.15  # after the last answer time, for the reply to cross the LAN
-FETCH_TIMEOUT = 1.0  # for one description: connect, then the whole body
+FETCH_TIMEOUT = 1.0  # for one description: the whole exchange, connect to the last byte
+MAX_HEAD = 16 * 1024  # bytes of status line and headers a description's answer may take
 MAX_SOURCES = 256  # distinct repliers castwall reads; a flood from more is cut here
-FETCHERS = 16
+# Descriptions fetched at once. Each fetch ends within FETCH_TIMEOUT, so repliers that
+# never finish their answer delay the others by FETCH_TIMEOUT per FETCHERS of them at most.
+FETCHERS = 32
+DRAIN_BATCH = 64  # datagrams read off one socket before the reader looks at its stop flag again
+MAX_DATAGRAMS = 100_000  # datagrams one search reads in all; a flood past that is left in the queue
+JOIN_TIMEOUT = 1.0  # for the reader thread, which checks its stop flag every DRAIN_BATCH datagrams
+IP_PKTINFO = 8  # <linux/in.h>: the interface a datagram arrived on, as ancillary data
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
@@ -97,7 +104,7 @@ def _attach_filter(sock: socket.socket, program: bytes) -> None:
 class _Source:
     """What one replier sent, merged over all its replies."""
 
-    interface: str
+    interface: str  # the interface its first reply arrived on
     text: bytes
     delivered: bool = False
     on_wire: bool = False
@@ -114,38 +121,93 @@ class _Interface:
     wire: socket.socket | None = None
 
 
+class _DeadlineSocket(socket.socket):
+    """A TCP socket whose every wait ends at one deadline and whose reads count against one byte budget.
+
+    http.client reads the status line and headers a line at a time: a socket
+    timeout alone lets a server that drips one byte a second hold a fetch for
+    ever. Here each call gets only the time left of the whole exchange.
+    """
+
+    deadline: float = 0.0
+    budget: int = 0
+    clock: Callable[[], float] = time.monotonic
+
+    def _arm(self) -> None:
+        left = self.deadline - self.clock()
+        if left <= 0:
+            raise TimeoutError("the fetch's deadline passed")
+        self.settimeout(left)
+
+    def connect(self, address) -> None:
+        self._arm()
+        super().connect(address)
+
+    def sendall(self, data, flags: int = 0) -> None:
+        self._arm()
+        super().sendall(data, flags)
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        self._arm()
+        got = super().recv_into(buffer, nbytes, flags)
+        self.budget -= got
+        if self.budget < 0:
+            raise _TooLarge()
+        return got
+
+
+class _TooLarge(OSError):
+    pass
+
+
+class _Connection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, deadline: float, clock: Callable[[], float]):
+        super().__init__(host, port)
+        self.deadline, self.clock = deadline, clock
+
+    def connect(self) -> None:
+        sock = _DeadlineSocket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.deadline, sock.clock, sock.budget = self.deadline, self.clock, MAX_DESCRIPTION + MAX_HEAD
+        try:
+            sock.connect((self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def fetch_description(ip: ipaddress.IPv4Address, path: str, timeout: float = FETCH_TIMEOUT,
-                      clock: Callable[[], float] = time.monotonic) -> tuple[bytes, str | None]:
+                      clock: Callable[[], float] = time.monotonic, port: int = DESCRIPTION_PORT) -> tuple[bytes, str | None]:
     """GET path from ip's port 8008: the body and the Application-URL header.
 
-    No redirect is followed, the body is cut at MAX_DESCRIPTION and the whole
-    exchange must end within timeout. Raises ValueError, saying why not.
+    No redirect is followed; the whole exchange (connect, status line,
+    headers, body) must end within timeout and bring at most MAX_DESCRIPTION
+    bytes of body. Raises ValueError, saying why not.
     """
-    deadline = clock() + timeout
-    conn = http.client.HTTPConnection(str(ip), DESCRIPTION_PORT, timeout=timeout)
+    too_large = ValueError(f"its description is larger than {MAX_DESCRIPTION // 1024} KiB")
+    conn = _Connection(str(ip), port, clock() + timeout, clock)
     try:
-        conn.request("GET", path, headers={"Host": f"{ip}:{DESCRIPTION_PORT}", "User-Agent": f"castwall/{__version__}",
+        conn.request("GET", path, headers={"Host": f"{ip}:{port}", "User-Agent": f"castwall/{__version__}",
                                            "Accept": "application/xml, text/xml"})
         response = conn.getresponse()
         if response.status != 200:
             raise ValueError(f"its description answered HTTP {response.status}, not 200 (castwall follows no redirect)")
-        length = response.getheader("Content-Length")
-        if length and length.strip().isdigit() and int(length) > MAX_DESCRIPTION:
-            raise ValueError(f"its description is larger than {MAX_DESCRIPTION // 1024} KiB")
+        length = (response.getheader("Content-Length") or "").strip()
+        if length.isascii() and length.isdigit() and int(length) > MAX_DESCRIPTION:
+            raise too_large
         body = bytearray()
-        while True:
-            if clock() > deadline:
-                raise ValueError(f"its description did not arrive within {timeout:g} s")
-            chunk = response.read1(8192)
-            if not chunk:
-                break
+        while chunk := response.read1(8192):
             body += chunk
             if len(body) > MAX_DESCRIPTION:
-                raise ValueError(f"its description is larger than {MAX_DESCRIPTION // 1024} KiB")
+                raise too_large
         return bytes(body), response.getheader("Application-URL")
+    except _TooLarge:
+        raise too_large from None
+    except (socket.timeout, TimeoutError):
+        raise ValueError(f"its description did not arrive within {timeout:g} s") from None
     except (OSError, http.client.HTTPException) as exc:
-        what = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else safe_text(getattr(exc, "strerror", None) or exc, 80)
-        raise ValueError(f"its description could not be fetched from {ip}:{DESCRIPTION_PORT} ({what})") from None
+        what = safe_text(getattr(exc, "strerror", None) or exc, 80) or type(exc).__name__
+        raise ValueError(f"its description could not be fetched from {ip}:{port} ({what})") from None
     finally:
         conn.close()
 
@@ -155,13 +217,15 @@ class DialSearch:
     """One DIAL search on the chosen interfaces, running in the background while mDNS asks.
 
     interfaces: (name, IPv4 address) pairs. wire: also read each interface
-    through a packet socket (needs root). may_fetch(ip) says why castwall may
-    not fetch from ip (None: it may): castwall passes its own screening.
+    through a packet socket (needs root). may_fetch(ip, interface) says why
+    castwall may not fetch from ip, whose reply arrived on that interface
+    (None: it may): castwall passes its own screening, which also refuses a
+    source that belongs on another interface (a forged one).
     """
 
     interfaces: Sequence[tuple[str, ipaddress.IPv4Address]]
     wire: bool = False
-    may_fetch: Callable[[ipaddress.IPv4Address], str | None] = lambda ip: None
+    may_fetch: Callable[[ipaddress.IPv4Address, str], str | None] = lambda ip, interface: None
     clock: Callable[[], float] = time.monotonic
     note: Callable[[str], None] = lambda message: None
     fetch: Callable[..., tuple[bytes, str | None]] = fetch_description
@@ -173,7 +237,10 @@ class DialSearch:
     _pool: concurrent.futures.ThreadPoolExecutor | None = None
     _started: float = 0.0
     _sent: int = 0
+    _read_count: int = 0
+    _names: dict[int, str] = field(default_factory=dict)  # interface index -> name, as datagrams name them
     dropped_sources: int = 0
+    flooded: bool = False  # the reader stopped at MAX_DATAGRAMS
     wire_problem: str | None = None
     replies: list[DialReply] = field(default_factory=list)  # set by finish()
     waited: bool = False  # whether DIAL kept discovery going after mDNS had heard enough
@@ -186,6 +253,7 @@ class DialSearch:
             try:
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # capped by rmem_max
                 udp.bind((str(ip), 0))
+                udp.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
                 udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ip.packed)
                 udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 4)
                 udp.setblocking(False)
@@ -238,7 +306,7 @@ class DialSearch:
             by_socket[iface.udp] = (iface, False)
             if iface.wire is not None:
                 by_socket[iface.wire] = (iface, True)
-        while not self._stop.is_set():
+        while not self._stop.is_set() and by_socket:
             elapsed = self.clock() - self._started
             if self._sent < len(COPIES) and elapsed >= COPIES[self._sent]:
                 self._send()
@@ -252,34 +320,51 @@ class DialSearch:
                     self._drain(sock, iface, wire)
                 except OSError:
                     return
+            if self._read_count >= MAX_DATAGRAMS:
+                self.flooded = True
+                return
 
     def _drain(self, sock: socket.socket, iface: _Interface, wire: bool) -> None:
-        """Take every datagram queued on sock (a flood is read at once, not one per wake-up)."""
-        while True:
+        """Take what is queued on sock, DRAIN_BATCH datagrams at most, so a flood cannot keep the reader from its stop flag."""
+        for _ in range(DRAIN_BATCH):
             try:
                 if wire:
                     packet, address = sock.recvfrom(65535)
                 else:
-                    data, (host, _) = sock.recvfrom(MAX_REPLY + 1)
+                    data, ancillary, _, (host, _) = sock.recvmsg(MAX_REPLY + 1, socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
                 return
+            self._read_count += 1
             if not wire:
-                self._heard(iface, ipaddress.IPv4Address(host), data, wire=False)
+                self._heard(self._arrived_on(ancillary, iface), ipaddress.IPv4Address(host), data, wire=False)
                 continue
             if address[2] == PACKET_OUTGOING:
                 continue
             udp = parse_udp(packet)
             if udp is not None and udp[1] == iface.ip and udp[3] == iface.port:
-                self._heard(iface, udp[0], udp[4], wire=True)
+                self._heard(address[0], udp[0], udp[4], wire=True)
 
-    def _heard(self, iface: _Interface, source: ipaddress.IPv4Address, data: bytes, *, wire: bool) -> None:
+    def _arrived_on(self, ancillary: list, iface: _Interface) -> str:
+        """The interface a datagram came in on (IP_PKTINFO), which need not be the one its socket is bound to."""
+        for level, kind, data in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 4:
+                index = struct.unpack_from("i", data)[0]
+                if index not in self._names:
+                    try:
+                        self._names[index] = socket.if_indextoname(index)
+                    except OSError:
+                        self._names[index] = f"interface #{index}"
+                return self._names[index]
+        return iface.name
+
+    def _heard(self, arrived_on: str, source: ipaddress.IPv4Address, data: bytes, *, wire: bool) -> None:
         with self._lock:
             known = self._sources.get(source)
             if known is None:
                 if len(self._sources) >= MAX_SOURCES:
                     self.dropped_sources += 1
                     return
-                known = self._sources[source] = _Source(iface.name, data[: MAX_REPLY + 1])
+                known = self._sources[source] = _Source(arrived_on, data[: MAX_REPLY + 1])
                 self._examine(source, known)
             if wire:
                 known.on_wire = True
@@ -293,7 +378,7 @@ class DialSearch:
         except ValueError as exc:
             found.problem = str(exc)
             return
-        why = self.may_fetch(source)
+        why = self.may_fetch(source, found.interface)
         if why:
             found.problem = f"not asked for its description: {why}"
             return
@@ -331,7 +416,7 @@ class DialSearch:
         deadline = self.clock() + max(0.0, wait)
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(JOIN_TIMEOUT)
         with self._lock:
             sources = dict(self._sources)
         for found in sources.values():
@@ -349,6 +434,8 @@ class DialSearch:
         replies = [self._reply(ip, found) for ip, found in sorted(sources.items(), key=lambda item: int(item[0]))]
         if self.dropped_sources:
             self.note(f"DIAL: replies from {self.dropped_sources} more host(s) ignored (at most {MAX_SOURCES})")
+        if self.flooded:
+            self.note(f"DIAL: stopped reading after {MAX_DATAGRAMS} datagrams to the search port (a flood)")
         self.replies = replies
         return replies
 
