@@ -23,11 +23,13 @@ class Trust:
     contested: frozenset[Address] = field(default_factory=frozenset)  # --allow-contested ADDRESS
 
 
-def refusal(ip: Address, networks: Sequence[Network], own: Collection[Address], trust: Trust = Trust()) -> str | None:
+def refusal(ip: Address, networks: Sequence[Network], own: Collection[Address], trust: Trust = Trust(), *,
+            gateways: Collection[Address] = ()) -> str | None:
     """Why no rule may name ip, or None when it may.
 
     networks are the addresses (with prefix) of the interfaces castwall works
-    on; own holds every address of this computer.
+    on; own holds every address of this computer; gateways the routers its
+    default routes go through, which are never Cast devices.
     """
     if ip.is_unspecified:
         return f"{ip} is not a host address"
@@ -43,6 +45,8 @@ def refusal(ip: Address, networks: Sequence[Network], own: Collection[Address], 
         return f"{ip} is a link-local IPv6 address, which a ufw rule cannot pin to one link"
     if ip in own:
         return f"{ip} is this computer's own address"
+    if ip in gateways:
+        return f"{ip} is this computer's default gateway, not a Cast device"
     attached = [n.network for n in networks if n.version == ip.version and ip in n.network]
     for net in attached:
         if net.version == 4 and net.prefixlen <= 30:
@@ -58,7 +62,8 @@ def refusal(ip: Address, networks: Sequence[Network], own: Collection[Address], 
 
 
 def screen(
-    devices: Sequence[Device], networks: Sequence[Network], own: Collection[Address], trust: Trust = Trust()
+    devices: Sequence[Device], networks: Sequence[Network], own: Collection[Address], trust: Trust = Trust(), *,
+    gateways: Collection[Address] = (),
 ) -> tuple[list[Device], dict[str, str]]:
     """Check every device's address before any rule is planned for it.
 
@@ -76,7 +81,7 @@ def screen(
                 refused[d.uuid] = f"{d.contested}; no rule unless you accept {how}"
         out.append(d)
         if d.uuid not in refused:
-            why = refusal(d.ip, networks, own, trust)
+            why = refusal(d.ip, networks, own, trust, gateways=gateways)
             if why:
                 refused[d.uuid] = why
     return out, refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -213,6 +214,14 @@ def dial_reply(d: Device, *, delivered: bool = True, on_wire: bool = False, uuid
                      f"http://{d.ip}:8008/apps/" if heard else None)
 
 
+def screened(reply: DialReply, may_fetch) -> DialReply:
+    """What the real search makes of a reply: castwall asks for no description where may_fetch says why not."""
+    why = may_fetch(reply.source, reply.interface)
+    if why is None:
+        return reply
+    return dataclasses.replace(reply, description=None, application_url=None, problem=f"not asked for its description: {why}")
+
+
 def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = True, ufw: FakeUfw | None = None,
              port_range: str = "32768\t60999\n", extra: Sequence[Announcement] = (),
              impostors: dict[str, str] | None = None, dial: Sequence[DialReply] | None = None,
@@ -253,8 +262,9 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         runner=ufw,
         is_root=lambda: root,
         discover=lambda addresses, timeout, **options: [announcement(d) for d in (devices if mdns is None else mdns)] + list(extra),
-        dial=lambda interfaces, wire=False, **options: (
-            None if dial is None else SimpleNamespace(replies=list(dial), wire_problem=None if wire else "not root")),
+        dial=lambda interfaces, wire=False, may_fetch=lambda ip, interface: None, **options: (
+            None if dial is None else SimpleNamespace(replies=[screened(r, may_fetch) for r in dial],
+                                                      wire_problem=None if wire else "not root")),
         reach=lambda targets: {t: (None if str(t[0]) not in closed else "connection refused") for t in targets},
         raw_arp=raw_arp,
         poke=lambda ips: None,  # never send packets from a unit test

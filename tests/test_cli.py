@@ -1,5 +1,6 @@
 """The command line with fakes at the process boundary: output, files and exit codes."""
 
+import dataclasses
 import fcntl
 import re
 import ipaddress
@@ -15,7 +16,7 @@ from castwall.cli import cli
 from castwall.errors import BadData, ExitCode
 from castwall.model import Kind
 from castwall.announcement import Announcement
-from tests.fakes import FakeUfw, announcement, device, services, txt_record
+from tests.fakes import FakeUfw, announcement, data, device, dial_reply, services, txt_record
 
 LAN = [device(1, name="Living Room TV"), device(2, name="Kitchen speaker", model="Google Home Mini", kind=Kind.AUDIO),
        device(9, name="Whole House", kind=Kind.GROUP, ip="192.168.77.102", port=32161)]
@@ -402,3 +403,40 @@ def test_without_root_castwall_does_not_claim_that_nothing_filters(tmp_path):
     assert "nothing filters" not in status.output and "telling which firewall filters needs root" in status.output
     dry = run(svc, "setup", "--dry-run")
     assert dry.exit_code == ExitCode.NEED_ROOT and "run it with sudo" in dry.output
+
+
+TWO_LANS = json.dumps(json.loads(data("ip-addr.json")) + [{
+    "ifindex": 3, "ifname": "eth1", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], "operstate": "UP",
+    "addr_info": [{"family": "inet", "local": "10.99.0.10", "prefixlen": 24, "scope": "global"}]}])
+GATEWAY_ROUTE = '[{"dst": "default", "gateway": "192.168.77.1", "dev": "eth0", "flags": []}]'
+
+
+def test_the_gateway_and_a_forged_dial_source_are_never_asked_nor_allowed(tmp_path):
+    """A DIAL reply seen off the wire may carry any source: castwall fetches only from a host on the subnet of the
+    interface it came in on, and never from (or for) the default gateway."""
+    router = device(9, name="Router", ip="192.168.77.1")
+    switch = device(8, name="Managed switch", ip="10.99.0.5")  # on eth1's subnet; its "reply" came in on eth0
+    forged = dataclasses.replace(dial_reply(switch), interface="eth0")
+    ufw = FakeUfw(lines=list(USER_RULES), routes=GATEWAY_ROUTE, ip_addr=TWO_LANS)
+    svc = services(tmp_path, LAN, ufw=ufw, extra=[hostile(b"Router TV", "192.168.77.1", "6a" * 16)],
+                   dial=[dial_reply(d) for d in LAN] + [dial_reply(router), forged])
+    result = run(svc, "setup", "--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(line.split()[3] for line in ufw.castwall_lines()) == ["192.168.77.101", "192.168.77.102"]
+    out = result.output
+    assert ("ignored a DIAL reply from 192.168.77.1: not asked for its description: "
+            "192.168.77.1 is this computer's default gateway, not a Cast device") in out
+    assert ("ignored a DIAL reply from 10.99.0.5: not asked for its description: its reply came in on eth0, "
+            "where 10.99.0.5 is not on the subnet: a forged source address") in out
+    # The announcement naming the gateway's address is a device castwall refuses, with the reason.
+    assert "Router TV" in out and out.count("192.168.77.1 is this computer's default gateway, not a Cast device") == 2
+
+
+def test_a_dial_reply_that_came_in_on_its_own_subnets_interface_is_asked(tmp_path):
+    switch_tv = device(8, name="Office TV", ip="10.99.0.5", mac="02:ca:57:00:00:08")
+    ufw = FakeUfw(routes=GATEWAY_ROUTE, ip_addr=TWO_LANS)
+    svc = services(tmp_path, [switch_tv], ufw=ufw, mdns=[],
+                   dial=[dataclasses.replace(dial_reply(switch_tv), interface="eth1")])
+    result = run(svc, "setup", "--yes")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[3] for line in ufw.castwall_lines()] == ["10.99.0.5"]

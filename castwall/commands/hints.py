@@ -13,6 +13,7 @@ from castwall.commands.survey import Survey, show_rejected, take_survey
 from castwall.errors import NotFound, UsageError
 from castwall.planner import refusal, select_devices
 from castwall.system import host
+from castwall.system.gateway import default_routes
 from castwall.system.interfaces import choose_interfaces, own_addresses
 
 
@@ -30,7 +31,8 @@ def run(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_discov
     saved = list(state.devices) if state else []
     if no_discover:
         every = svc.interfaces()
-        survey = Survey([], [], {}, choose_interfaces(every, interfaces), own_addresses(every))
+        survey = Survey([], [], {}, choose_interfaces(every, interfaces), own_addresses(every),
+                        gateways=set(default_routes(svc.runner).values()))
     else:
         root = svc.is_root()
         survey = take_survey(svc, interfaces, timeout, root, known=state, check_claims=root)
@@ -42,7 +44,7 @@ def run(svc: Services, fmt, selectors: tuple[str, ...], as_json: bool, no_discov
     seen_uuids = {d.uuid for d in seen}
     unseen = [d for d in saved if d.uuid not in seen_uuids]
     for d in unseen:
-        why = None if (d.uuid, d.ip) in approved else (d.contested or refusal(d.ip, networks, own))
+        why = None if (d.uuid, d.ip) in approved else (d.contested or refusal(d.ip, networks, own, gateways=survey.gateways))
         if why:
             refused[d.uuid] = why
     devices = seen + unseen

@@ -10,6 +10,8 @@ from castwall.dial import DialReply, read_dial
 from castwall.commands.services import Services, progress, warn
 from castwall.model import Address, Device, State
 from castwall.planner import Trust, refusal, screen
+from castwall.sanitize import safe_text
+from castwall.system.gateway import default_routes
 from castwall.system.interfaces import NetInterface, attached_interface, choose_interfaces, own_addresses
 from castwall.system.neighbours import NeighbourTable, resolve_macs
 
@@ -25,6 +27,7 @@ class Survey:
     own: set[Address]  # every address of this computer
     dial: list[DialReply] = field(default_factory=list)  # every DIAL reply, as received
     dial_seen_on_wire: bool = False  # whether DIAL replies were also read off the wire (root)
+    gateways: set[Address] = field(default_factory=set)  # where this computer's default routes go: never a device
 
     @property
     def networks(self) -> list:
@@ -58,12 +61,19 @@ def take_survey(
     addresses = [str(a.ip) for i in chosen for a in i.ipv4]
     networks = [a for i in chosen for a in i.addresses]
     own = own_addresses(every)
+    gateways = set(default_routes(svc.runner).values())
     asked = _known_addresses(known, chosen)
+    by_name = {i.name: i for i in chosen}
 
-    def may_fetch(ip) -> str | None:
+    def may_fetch(ip, arrived_on: str) -> str | None:
+        # The packet socket sees a reply before reverse-path filtering: its source may be
+        # forged, to make castwall (as root) send a request across interfaces.
         if attached_interface(ip, chosen) is None:
             return f"{ip} is not on a subnet of this computer's interfaces"
-        return refusal(ip, networks, own, trust)
+        iface = by_name.get(arrived_on)
+        if iface is None or not any(a.version == 4 and ip in a.network for a in iface.addresses):
+            return f"its reply came in on {safe_text(arrived_on, 20)}, where {ip} is not on the subnet: a forged source address"
+        return refusal(ip, networks, own, trust, gateways=gateways)
 
     search = svc.dial([(i.name, a.ip) for i in chosen for a in i.ipv4], wire=root, may_fetch=may_fetch, note=svc.note)
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
@@ -77,14 +87,15 @@ def take_survey(
     devices, rejected = collate(announced, [read_dial(r) for r in replies])
     # Screen twice: once to settle which address a contested device the user
     # accepted has, then again with what ARP said about each address.
-    devices, _ = screen(link_groups(devices), networks, own, trust)
+    devices, _ = screen(link_groups(devices), networks, own, trust, gateways=gateways)
     table = NeighbourTable(svc.runner, svc.paths.arp, poke=svc.poke)
     with svc.timed("MAC addresses (ARP)" + (", with the claims check" if root and check_claims else "")):
         devices, warning = resolve_macs(devices, chosen, table, raw_arp=svc.raw_arp if root else None, check_claims=check_claims)
     if warning:
         warn(warning)
-    devices, refused = screen(devices, networks, own, trust)
-    return Survey(devices, rejected, refused, chosen, own, replies, search is not None and root and not search.wire_problem)
+    devices, refused = screen(devices, networks, own, trust, gateways=gateways)
+    return Survey(devices, rejected, refused, chosen, own, replies, search is not None and root and not search.wire_problem,
+                  gateways)
 
 
 def _known_addresses(known: State | None, chosen: Sequence[NetInterface]) -> list[tuple[str, str]]:
