@@ -14,12 +14,20 @@ TAG_PREFIX = "castwall:"
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-def canonical_uuid(text: str) -> str:
-    """Return the dashed lower-case form of a UUID given with or without dashes.
+# The two forms Cast devices send (TXT id= without dashes, the UDN with them), in ASCII hex only:
+# uuid.UUID also takes braces, "urn:uuid:", "0x", "+" and any Unicode digit.
+_UUID_RE = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
-    Raises ValueError when the text is not a UUID.
+
+def canonical_uuid(text: str) -> str:
+    """Return the dashed lower-case form of a UUID given as 32 hex digits, with or without its four dashes.
+
+    Raises ValueError for anything else.
     """
-    return str(uuidlib.UUID(hex=text.strip()))
+    text = text.strip(" \t\r\n")
+    if not _UUID_RE.fullmatch(text):
+        raise ValueError(f"not a UUID: {text[:60]!r}")
+    return str(uuidlib.UUID(hex=text))
 
 
 def canonical_mac(text: str) -> str:

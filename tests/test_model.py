@@ -25,6 +25,22 @@ def test_uuid_and_mac_are_canonical():
         canonical_uuid("not-a-uuid")
 
 
+@pytest.mark.parametrize("text", [
+    "urn:uuid:" + U, "{" + U + "}", "0x" + U.replace("-", ""), "+" + U.replace("-", "")[1:],
+    "\u0663" + U.replace("-", "")[1:],  # an Arabic-Indic digit, which int() and uuid.UUID take
+    "\uff11" + U.replace("-", "")[1:],  # a full-width digit
+    U.replace("-", "")[:12] + "-" + U.replace("-", "")[12:],  # a dash out of place
+    U[:-1], U + "0", U.replace("-", "_"), "", "-" * 36,
+])
+def test_only_the_ascii_forms_cast_devices_send_are_uuids(text):
+    with pytest.raises(ValueError):
+        canonical_uuid(text)
+
+
+def test_the_two_forms_devices_send_are_one_uuid():
+    assert canonical_uuid(U) == canonical_uuid(U.upper()) == canonical_uuid(U.replace("-", "")) == U
+
+
 def test_rule_builds_both_add_and_delete_from_one_place():
     rule = Rule(ipaddress.ip_address("192.168.77.101"), PortRange(32768, 60999), U)
     assert rule.ufw_add_args() == (
