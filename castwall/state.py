@@ -154,6 +154,8 @@ def load_state(text: str, source: str = "state file") -> State:
         doc = json.loads(text)
     except ValueError as exc:
         raise BadData(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        raise BadData(f"{source} is not a castwall state file (it nests too deeply)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BadData(f"{source} is not a castwall state file")
     version = doc.get("version")

@@ -2,6 +2,8 @@
 
 import ipaddress
 import json
+import os
+import stat
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -88,6 +90,8 @@ def test_state_round_trips_and_refuses_what_it_cannot_read():
         (json.dumps({**doc, "version": 99}), "newer castwall"),
         (json.dumps({**doc, "devices": [{"uuid": "x"}]}), "invalid entry"),
         (json.dumps({**doc, "rules": [{"ip": "1.2.3.4", "ports": [9, 1], "owner": None}]}), "invalid entry"),
+        ("[" * 100_000, "nests too deeply"),  # json's decoder would raise RecursionError
+        ('{"format": ' * 50_000, "nests too deeply"),
     ]:
         with pytest.raises(BadData, match=why):
             load_state(bad)
@@ -210,3 +214,52 @@ def test_an_arp_reply_must_come_from_the_mac_it_names_and_answer_our_request():
 def test_arp_parser_never_raises(frame):
     got = rawarp.parse_reply(frame)
     assert got is None or (isinstance(got[0], ipaddress.IPv4Address) and len(got[1]) == 17)
+
+
+def test_absurd_nesting_in_castwall_s_other_files_reads_as_unusable_never_raises(tmp_path):
+    from castwall.commands.follow import last_pass
+    from castwall.system.firewalld_view import Journal, parse_journal
+    from castwall.system.gateway import parse_default_routes
+    from castwall.system.neighbours import parse_ip_neigh
+    from tests.fakes import services
+
+    deep = "[" * 100_000
+    assert parse_journal(deep) == Journal()
+    assert parse_default_routes(deep) == {} and parse_ip_neigh(deep) == {}
+    with pytest.raises(BadData):
+        parse_ip_addr(deep)
+    svc = services(tmp_path)
+    svc.paths.state_dir.mkdir()
+    svc.paths.follow_record.write_text(deep)
+    assert last_pass(svc) is None
+
+
+def test_a_corrupt_state_file_of_absurd_nesting_is_reported_and_kept(tmp_path):
+    from click.testing import CliRunner
+
+    from castwall.cli import cli
+    from tests.fakes import services
+
+    svc = services(tmp_path, [device(1)])
+    svc.paths.state_dir.mkdir()
+    svc.paths.state_file.write_text("[" * 100_000)
+    result = CliRunner().invoke(cli, ["setup", "--yes"], obj=svc)
+    assert result.exit_code == 0, result.output
+    assert "nests too deeply" in result.output and "Traceback" not in result.output
+    kept = list(svc.paths.state_dir.glob("state.json.unusable-*"))
+    assert len(kept) == 1 and kept[0].read_text() == "[" * 100_000
+
+
+def test_the_atomic_writer_never_writes_through_a_file_or_link_put_in_its_way(tmp_path):
+    from castwall.system.host import write_file
+
+    target = tmp_path / "state.json"
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    # The names an older castwall used (.NAME.PID.tmp), planted as links: write_file must not follow one.
+    for pid in range(os.getpid() - 2, os.getpid() + 3):
+        (tmp_path / f".state.json.{pid}.tmp").symlink_to(victim)
+    write_file(target, "new\n")
+    assert target.read_text() == "new\n" and victim.read_text() == "untouched"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not list(tmp_path.glob(".state.json.*.tmp")), "the stale names are cleared once it holds the lock"

@@ -135,7 +135,7 @@ def last_pass(svc: Services) -> dict | None:
     """The last follow pass as recorded, or None (never run, or the record is unreadable)."""
     try:
         doc = json.loads(svc.paths.follow_record.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("exit"), int):
         return None

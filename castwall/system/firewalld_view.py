@@ -86,7 +86,7 @@ def parse_journal(text: str) -> Journal:
     """The journal's JSON; whatever is not a valid pair is left out (its entry then reads as nobody's)."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         return Journal()
     data = data if isinstance(data, dict) else {}
     owners, apps = {}, {}

@@ -21,7 +21,7 @@ def parse_default_routes(text: str) -> dict[str, Address]:
     """Map each interface to its default gateway, from `ip -j -4 route show default` (the first route per interface)."""
     try:
         items = json.loads(text or "[]")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     out: dict[str, Address] = {}
     for item in items if isinstance(items, list) else []:

@@ -38,7 +38,7 @@ def parse_ip_addr(text: str) -> list[NetInterface]:
     """
     try:
         items = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadData("'ip -j addr' printed something that is not JSON") from None
     if not isinstance(items, list):
         raise BadData("'ip -j addr' printed JSON of an unexpected shape")

@@ -47,7 +47,7 @@ def parse_ip_neigh(text: str) -> dict[Address, tuple[str, str]]:
     """Map each usable entry of `ip -j neigh show` to (MAC, interface)."""
     try:
         items = json.loads(text or "[]")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     table: dict[Address, tuple[str, str]] = {}
     for item in items if isinstance(items, list) else []:
