@@ -70,14 +70,27 @@ def test_the_service_keeps_only_the_capabilities_the_firewall_needs(service):
     assert one(service, "NoNewPrivileges") == "yes"
 
 
-def test_the_service_writes_only_ufw_s_files_its_state_and_run(service):
+LOCK_FILES = {"/run/castwall.lock", "/run/ufw.lock", "/run/xtables.lock"}
+
+
+def test_the_service_writes_only_ufw_s_files_its_state_and_three_lock_files(service):
     assert one(service, "ProtectSystem") == "strict"
     writable = " ".join(values(service, "ReadWritePaths")).split()
-    assert {"/etc/ufw", "/run"} <= set(writable)
-    assert set(writable) <= {"/etc/ufw", "/run"}, "nothing else is writable"
-    # systemd loads units from /run/systemd/system: a pass must not be able to write one.
-    assert "-/run/systemd" in " ".join(values(service, "ReadOnlyPaths")).split()
+    # Nothing else under /run: udev rules, modprobe.d, tmpfiles.d and systemd's units live there.
+    assert sorted(writable) == sorted(["/etc/ufw"] + [f"-{path}" for path in LOCK_FILES])
     assert one(service, "StateDirectory") == "castwall"  # /var/lib/castwall
+    assert not values(service, "RuntimeDirectory")
+
+
+def test_the_lock_files_the_service_may_write_are_made_before_it_runs():
+    """A path listed in ReadWritePaths must exist when the pass starts, or it could not be made: tmpfiles.d makes them."""
+    entries = [line.split() for line in (REPO / "debian" / "castwall.tmpfiles").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert {e[1] for e in entries} == LOCK_FILES
+    assert all(e[0] == "f" and e[3:5] == ["root", "root"] for e in entries), entries
+    # castwall's own lock is where the code takes it.
+    from castwall.system.host import Paths
+    assert str(Paths().lock_file) in LOCK_FILES
 
 
 @pytest.mark.parametrize("key,value", [
