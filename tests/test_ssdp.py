@@ -1,10 +1,16 @@
 """The DIAL search's wire-level pieces (castwall.system.ssdp) on crafted packets; the lab runs the rest."""
 
 import ipaddress
+import socket
 import struct
+import threading
 import time
+from contextlib import contextmanager
 
-from castwall.system.ssdp import MSEARCH, parse_udp, udp_port_filter
+import pytest
+
+from castwall.system import ssdp
+from castwall.system.ssdp import MSEARCH, DialSearch, fetch_description, parse_udp, reply_filter
 from tests.fakes import DATA
 
 
@@ -32,10 +38,71 @@ def test_anything_else_off_the_wire_is_not_a_reply():
     assert parse_udp(b"\x45" + bytes(10)) is None  # cut short
 
 
-def test_the_kernel_filter_keeps_only_udp_to_the_search_port():
-    program = udp_port_filter(40000)
-    ops = [struct.unpack("HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
-    assert len(ops) == 9 and ops[6] == (0x15, 0, 1, 40000) and ops[-2][0] == ops[-1][0] == 0x06
+def ops_of(program: bytes) -> list[tuple[int, int, int, int]]:
+    return [struct.unpack("HBBI", program[i:i + 8]) for i in range(0, len(program), 8)]
+
+
+def test_the_kernel_filter_keeps_only_udp_to_the_search_port_that_begins_like_a_reply():
+    ops = ops_of(reply_filter(40000))
+    assert ops[6] == (0x15, 0, ops[6][2], 40000) and (0x15, 0, ops[8][2], 0x48545450) == ops[8]
+    assert ops[-2] == (0x06, 0, 0, 0x40000) and ops[-1] == (0x06, 0, 0, 0)
+    # Every jump lands inside the program, and every test that fails lands on a drop.
+    for i, (code, jt, jf, _) in enumerate(ops):
+        if code in (0x15, 0x45):
+            assert i + 1 + max(jt, jf) < len(ops)
+            miss = i + 1 + (jt if code == 0x45 else jf)
+            assert ops[miss][0] == 0x06 and ops[miss][3] == 0 or miss == i + 1, (i, ops)
+
+
+def test_the_kernel_filter_drops_the_sources_already_heard_up_to_its_limit():
+    heard = [ipaddress.IPv4Address(f"10.0.{n // 256}.{n % 256}") for n in range(300)]
+    for port in (40000, None):
+        ops = ops_of(reply_filter(port, heard))
+        checks = [op for op in ops if op[0] == 0x15 and op[3] in {int(ip) for ip in heard}]
+        assert len(checks) == ssdp.MAX_FILTERED
+        for i, op in enumerate(ops):
+            if op in checks:
+                assert ops[i + 1 + op[1]] == (0x06, 0, 0, 0)  # a heard source: drop
+
+
+def test_a_replier_heard_once_is_dropped_by_the_kernel_afterwards_and_others_still_come_through():
+    search = DialSearch([("lo", LOOPBACK)])
+    search.start()
+    port = search._ifaces[0].port
+    loud = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    loud.bind(("127.0.0.3", 0))
+    loud.sendto(b"HTTP/1.1 200 first", ("127.0.0.1", port))
+    deadline = time.monotonic() + 10
+    while not search.repliers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(500):
+        loud.sendto(b"HTTP/1.1 200 again", ("127.0.0.1", port))
+    quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    quiet.bind(("127.0.0.4", 0))
+    quiet.sendto(b"HTTP/1.1 200 late", ("127.0.0.1", port))
+    while len(search.repliers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    replies = search.finish(0)
+    loud.close()
+    quiet.close()
+    assert [str(r.source) for r in replies] == ["127.0.0.3", "127.0.0.4"]
+    assert search.datagrams == 2, "the kernel dropped the loud replier's 500 more"
+
+
+def test_junk_to_the_search_port_never_reaches_castwall_s_socket():
+    """The filters run in the kernel: a datagram that is no SSDP response is not even queued."""
+    search = DialSearch([("lo", LOOPBACK)])
+    search.start()
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(50):
+        out.sendto(b"\x00junk", ("127.0.0.1", search._ifaces[0].port))
+    out.sendto(b"HTTP/1.1 404 Not Found\r\n\r\n", ("127.0.0.1", search._ifaces[0].port))
+    out.close()
+    deadline = time.monotonic() + 10
+    while not search.repliers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    replies = search.finish(0)
+    assert search.datagrams == 1 and [r.problem for r in replies] == ["not an SSDP response: 'HTTP/1.1 404 Not Found'"]
 
 
 def test_the_m_search_is_chromes_dial_search():
@@ -45,15 +112,6 @@ def test_the_m_search_is_chromes_dial_search():
 
 
 # --- a hostile LAN, on loopback: servers and floods bounded in count and time -----------------------
-
-import socket
-import threading
-from contextlib import contextmanager
-
-import pytest
-
-from castwall.system import ssdp
-from castwall.system.ssdp import DialSearch, fetch_description
 
 LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 GOOD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nApplication-URL: http://127.0.0.1:8008/apps/\r\n"
@@ -146,24 +204,32 @@ def test_what_a_server_sends_ends_in_a_body_or_a_reason_never_an_exception(text,
 
 
 def test_a_flood_to_the_search_port_cannot_hold_the_reader_past_finish():
-    """Junk sent to the search port as fast as a thread can: finish() returns while the flood goes on."""
+    """Junk shaped like a reply (which the kernel filter lets through) sent to the search port as fast as a
+    thread can: finish() returns while the flood goes on."""
     search = DialSearch([("lo", LOOPBACK)])
     search.start()
     port = search._ifaces[0].port
     flooding, stop = threading.Event(), threading.Event()
 
-    def flood():
+    # From more sources than the kernel filter names: the reader itself has to keep up.
+    outs = []
+    for n in range(ssdp.MAX_FILTERED + 60):
         out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        out.bind((f"127.0.{1 + n // 250}.{1 + n % 250}", 0))
+        outs.append(out)
+
+    def flood():
         for n in range(2_000_000):  # bounded: about 20 s at most here
             if stop.is_set():
                 break
             try:
-                out.sendto(b"junk %d" % n, ("127.0.0.1", port))
+                outs[n % len(outs)].sendto(b"HTTP/1.1 junk %d" % n, ("127.0.0.1", port))
             except OSError:
                 pass
-            if n == 2000:
+            if n == 5000:
                 flooding.set()
-        out.close()
+        for out in outs:
+            out.close()
 
     sender = threading.Thread(target=flood, daemon=True)
     sender.start()
@@ -175,24 +241,19 @@ def test_a_flood_to_the_search_port_cannot_hold_the_reader_past_finish():
     finally:
         stop.set()
         sender.join(30)
-    # One replier (loopback), its junk refused with a reason; nothing else came of the flood.
-    assert [(str(r.source), r.interface) for r in replies] == [("127.0.0.1", "lo")]
-    assert replies[0].problem.startswith("not an SSDP response")
+    # Every flooding source is a replier refused with a reason; nothing else came of the flood.
+    assert len(replies) == ssdp.MAX_SOURCES and search.dropped_sources > 0 and search.datagrams > len(replies)
+    assert {r.interface for r in replies} == {"lo"} and all(r.problem.startswith("not an SSDP response") for r in replies)
 
 
-def test_the_reader_stops_at_its_datagram_budget(monkeypatch):
-    monkeypatch.setattr(ssdp, "MAX_DATAGRAMS", 50)
-    notes = []
-    search = DialSearch([("lo", LOOPBACK)], note=notes.append)
+def test_the_reader_stops_by_itself_at_its_time_budget():
+    """Even if finish() never came, a flood would not keep the reader going past until."""
+    clock = iter(range(10_000)).__next__  # a second a call: the budget is spent at once
+    search = DialSearch([("lo", LOOPBACK)], until=5, clock=lambda: float(clock()))
     search.start()
-    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for n in range(400):
-        out.sendto(b"junk", ("127.0.0.1", search._ifaces[0].port))
-    out.close()
     search._thread.join(10)
-    assert not search._thread.is_alive() and search.flooded
+    assert not search._thread.is_alive()
     search.finish(0)
-    assert any("stopped reading after 50 datagrams" in n for n in notes), notes
 
 
 def test_the_interface_a_reply_came_in_on_is_what_may_fetch_is_asked_about():

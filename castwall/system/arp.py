@@ -60,9 +60,6 @@ def parse_reply(frame: bytes, to_mac: bytes | None = None, to_ip: ipaddress.IPv4
         return None
 
 
-MAX_FRAMES = 20_000  # ARP frames read in one window; a flood past that ends the window early
-
-
 def _own_ipv4(sock: socket.socket, iface: str) -> ipaddress.IPv4Address:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         answer = fcntl.ioctl(udp.fileno(), SIOCGIFADDR, struct.pack("256s", iface.encode()[:15]))
@@ -85,9 +82,7 @@ def packet_arp(ips: Sequence[Address], iface: str, timeout: float = 0.5) -> dict
         for ip in sorted(wanted, key=int):
             sock.send(request(src_mac, src_ip, ip))  # type: ignore[arg-type]
         deadline = time.monotonic() + timeout
-        frames = 0
-        while (left := deadline - time.monotonic()) > 0 and frames < MAX_FRAMES:
-            frames += 1
+        while (left := deadline - time.monotonic()) > 0:
             if not select.select([sock], [], [], left)[0]:
                 break
             frame, address = sock.recvfrom(2048)

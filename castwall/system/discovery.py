@@ -117,6 +117,7 @@ def discover(
     Raises NetworkUnavailable when mDNS cannot be started on them.
     """
     if dial is not None:
+        dial.until = timeout + FETCH_GRACE  # the reader's own bound, should this function never reach finish()
         dial.start()
     # Why only QM questions: python-zeroconf's browser opens with a QU question,
     # and a responder answers QU by unicast to port 5353, which ufw's default
@@ -239,7 +240,7 @@ def discover(
         if dial is not None:
             # Descriptions asked for just before the end get a moment more, within --timeout.
             replies = dial.finish(min(FETCH_GRACE, max(0.0, timeout - (clock() - start))))
-            note(f"DIAL: {len(replies)} replier(s), "
+            note(f"DIAL: {dial.datagrams} datagram(s) read, {len(replies)} replier(s), "
                  + f"{sum(r.delivered for r in replies)} reached the socket, {sum(r.on_wire for r in replies)} seen on the wire"
                  + (f" ({dial.wire_problem})" if dial.wire_problem else "") + f"; mDNS was done at {mdns_ended:.3f} s, "
                  + f"DIAL at {clock() - start:.3f} s, "

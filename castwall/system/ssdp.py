@@ -40,10 +40,10 @@ MAX_SOURCES = 256  # distinct repliers castwall reads; a flood from more is cut 
 # Descriptions fetched at once. Each fetch ends within FETCH_TIMEOUT, so repliers that
 # never finish their answer delay the others by FETCH_TIMEOUT per FETCHERS of them at most.
 FETCHERS = 32
-DRAIN_BATCH = 64  # datagrams read off one socket before the reader looks at its stop flag again
-MAX_DATAGRAMS = 100_000  # datagrams one search reads in all; a flood past that is left in the queue
+DRAIN_BATCH = 64  # datagrams read off one socket before the reader looks at its stop flag and clock again
 JOIN_TIMEOUT = 1.0  # for the reader thread, which checks its stop flag every DRAIN_BATCH datagrams
 IP_PKTINFO = 8  # <linux/in.h>: the interface a datagram arrived on, as ancillary data
+WIRE_READ = 60 + 8 + MAX_REPLY + 1  # the longest IP header, UDP's, and one byte past the longest reply read
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
@@ -64,20 +64,51 @@ MSEARCH = (
 ).encode("ascii")
 
 
-def udp_port_filter(port: int) -> bytes:
-    """A classic BPF program for a cooked packet socket: IPv4 UDP datagrams (first fragments) to port only."""
-    ops = [
-        (0x30, 0, 0, 9),  # ldb [9]: the IP protocol
-        (0x15, 0, 6, 17),  # jeq UDP, else drop
-        (0x28, 0, 0, 6),  # ldh [6]: flags and fragment offset
-        (0x45, 4, 0, 0x1FFF),  # jset offset: a later fragment, drop
-        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf): the IP header's length
-        (0x48, 0, 0, 2),  # ldh [x+2]: the UDP destination port
-        (0x15, 0, 1, port),  # jeq port, else drop
-        (0x06, 0, 0, 0x40000),  # ret: accept
-        (0x06, 0, 0, 0),  # ret: drop
+HTTP = 0x48545450  # "HTTP": how every SSDP response begins
+SKF_NET_OFF = -0x100000  # classic BPF: an offset from the IP header, where a socket's filter starts elsewhere
+MAX_FILTERED = 200  # repliers whose further datagrams the kernel drops; a jump reaches at most 255 ahead
+
+
+def reply_filter(port: int | None = None, heard: Sequence[ipaddress.IPv4Address] = ()) -> bytes:
+    """A classic BPF program that keeps only what may be a new DIAL reply, so a flood is dropped in the kernel.
+
+    With port, for a cooked packet socket (which sees the IP header first):
+    IPv4 UDP datagrams, first fragments, to that port. Without, for
+    castwall's UDP socket (whose filter sees the UDP header first). Either
+    way the payload must begin with "HTTP", as every reply does, and come
+    from none of the addresses in heard: castwall keeps a replier's first
+    reply only, so once a source is heard the rest of its datagrams are
+    left to the kernel to drop.
+    """
+    drop = "drop"
+    if port is not None:
+        ops: list[tuple] = [
+            (0x30, 0, 0, 9),  # ldb [9]: the IP protocol
+            (0x15, 0, drop, 17),  # jeq UDP, else drop
+            (0x28, 0, 0, 6),  # ldh [6]: flags and fragment offset
+            (0x45, drop, 0, 0x1FFF),  # jset offset: a later fragment, drop
+            (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf): the IP header's length
+            (0x48, 0, 0, 2),  # ldh [x+2]: the UDP destination port
+            (0x15, 0, drop, port),  # jeq port, else drop
+            (0x40, 0, 0, 8),  # ld [x+8]: the payload's first four bytes (a shorter one is dropped)
+        ]
+        source = 12  # ld [12]: the source address
+    else:
+        ops = [(0x20, 0, 0, 8)]  # ld [8]: the payload's first four bytes, after the UDP header
+        source = (SKF_NET_OFF + 12) & 0xFFFFFFFF
+    ops += [
+        (0x15, 0, drop, HTTP),  # jeq "HTTP", else drop
+        (0x05, 0, 0, 1),  # ja: past the drop, to the sources
+        (0x06, 0, 0, 0),  # drop: ret 0
+        (0x20, 0, 0, source),
     ]
-    return b"".join(struct.pack("HBBI", *op) for op in ops)
+    heard = list(heard)[:MAX_FILTERED]
+    ops += [(0x15, "last", 0, int(ip)) for ip in heard]  # jeq a replier heard before: drop
+    ops += [(0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]  # ret: accept; last: ret 0
+    at = {"drop": next(i for i, op in enumerate(ops) if op == (0x06, 0, 0, 0)), "last": len(ops) - 1}
+    resolved = [(code, at.get(jt, jt) - i - 1 if isinstance(jt, str) else jt,
+                 at.get(jf, jf) - i - 1 if isinstance(jf, str) else jf, k) for i, (code, jt, jf, k) in enumerate(ops)]
+    return b"".join(struct.pack("HBBI", *op) for op in resolved)
 
 
 def parse_udp(packet: bytes) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address, int, int, bytes] | None:
@@ -237,10 +268,10 @@ class DialSearch:
     _pool: concurrent.futures.ThreadPoolExecutor | None = None
     _started: float = 0.0
     _sent: int = 0
-    _read_count: int = 0
     _names: dict[int, str] = field(default_factory=dict)  # interface index -> name, as datagrams name them
     dropped_sources: int = 0
-    flooded: bool = False  # the reader stopped at MAX_DATAGRAMS
+    until: float = 60.0  # seconds after start() at which the reader stops by itself, finish() or not
+    datagrams: int = 0  # read off the sockets, replies and junk alike
     wire_problem: str | None = None
     replies: list[DialReply] = field(default_factory=list)  # set by finish()
     waited: bool = False  # whether DIAL kept discovery going after mDNS had heard enough
@@ -254,6 +285,7 @@ class DialSearch:
                 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)  # capped by rmem_max
                 udp.bind((str(ip), 0))
                 udp.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+                _attach_filter(udp, reply_filter())
                 udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, ip.packed)
                 udp.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 4)
                 udp.setblocking(False)
@@ -278,7 +310,7 @@ class DialSearch:
             self.wire_problem = f"cannot open a packet socket ({exc.strerror or exc})"
             return None
         try:
-            _attach_filter(wire, udp_port_filter(port))
+            _attach_filter(wire, reply_filter(port))
             wire.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)  # root: past rmem_max
             wire.bind((name, ETH_P_IP))
             wire.setblocking(False)
@@ -308,6 +340,8 @@ class DialSearch:
                 by_socket[iface.wire] = (iface, True)
         while not self._stop.is_set() and by_socket:
             elapsed = self.clock() - self._started
+            if elapsed >= self.until:
+                return
             if self._sent < len(COPIES) and elapsed >= COPIES[self._sent]:
                 self._send()
             try:
@@ -320,21 +354,18 @@ class DialSearch:
                     self._drain(sock, iface, wire)
                 except OSError:
                     return
-            if self._read_count >= MAX_DATAGRAMS:
-                self.flooded = True
-                return
 
     def _drain(self, sock: socket.socket, iface: _Interface, wire: bool) -> None:
         """Take what is queued on sock, DRAIN_BATCH datagrams at most, so a flood cannot keep the reader from its stop flag."""
         for _ in range(DRAIN_BATCH):
             try:
                 if wire:
-                    packet, address = sock.recvfrom(65535)
+                    packet, address = sock.recvfrom(WIRE_READ)
                 else:
                     data, ancillary, _, (host, _) = sock.recvmsg(MAX_REPLY + 1, socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
                 return
-            self._read_count += 1
+            self.datagrams += 1
             if not wire:
                 self._heard(self._arrived_on(ancillary, iface), ipaddress.IPv4Address(host), data, wire=False)
                 continue
@@ -366,10 +397,29 @@ class DialSearch:
                     return
                 known = self._sources[source] = _Source(arrived_on, data[: MAX_REPLY + 1])
                 self._examine(source, known)
+            fresh = not (known.on_wire if wire else known.delivered)
             if wire:
                 known.on_wire = True
             else:
                 known.delivered = True
+            if fresh:
+                self._refilter(wire)
+
+    def _refilter(self, wire: bool) -> None:
+        """Have the kernel drop what more the sources already heard on this kind of socket send (a flood above all).
+
+        Each kind keeps its own list: whether a reply reached the UDP socket
+        (the firewall let it in) must not depend on which copy was read first.
+        """
+        heard = [ip for ip, s in self._sources.items() if (s.on_wire if wire else s.delivered)]
+        for iface in self._ifaces:
+            sock = iface.wire if wire else iface.udp
+            if sock is None:
+                continue
+            try:
+                _attach_filter(sock, reply_filter(iface.port if wire else None, heard))
+            except OSError:  # a socket closed by finish(): nothing left to filter
+                pass
 
     def _examine(self, source: ipaddress.IPv4Address, found: _Source) -> None:
         """Check a new replier's first reply; fetch its description if castwall may."""
@@ -434,8 +484,6 @@ class DialSearch:
         replies = [self._reply(ip, found) for ip, found in sorted(sources.items(), key=lambda item: int(item[0]))]
         if self.dropped_sources:
             self.note(f"DIAL: replies from {self.dropped_sources} more host(s) ignored (at most {MAX_SOURCES})")
-        if self.flooded:
-            self.note(f"DIAL: stopped reading after {MAX_DATAGRAMS} datagrams to the search port (a flood)")
         self.replies = replies
         return replies
 

@@ -13,8 +13,7 @@ from typing import Sequence
 from castwall.announcement import CLASS_IN, MAX_QUESTIONS, SERVICE, TYPE_PTR, Announcement, assemble
 
 MAX_UNICAST_RECORDS = 64  # records read from one known device's answers
-READ_BATCH = 64  # datagrams read per call of read()
-MAX_DATAGRAMS = 20_000  # datagrams read in one discovery; a flood past that is left unread
+READ_BATCH = 64  # datagrams read per call of read(): discovery's loop checks its clock between calls
 MDNS_PORT = 5353
 
 
@@ -36,7 +35,6 @@ class UnicastAsker:
         self.targets: list[tuple[str, ipaddress.IPv4Address]] = []
         self.records: dict[ipaddress.IPv4Address, list] = {}
         self.followed: set[tuple] = set()  # (address, name, type) asked again because an answer lacked it
-        self.read_count = 0
         for local, remote in targets:
             if local not in self.sockets:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -70,13 +68,12 @@ class UnicastAsker:
         asked = {remote for _, remote in self.targets}
         for sock in self.sockets.values():
             # A bounded batch per call: discovery's loop calls again after checking its clock,
-            # so a flood to this port cannot hold it here; past the total it is not read at all.
-            for _ in range(min(READ_BATCH, MAX_DATAGRAMS - self.read_count)):
+            # so a flood to this port cannot hold it here.
+            for _ in range(READ_BATCH):
                 try:
                     data, (host, port) = sock.recvfrom(9000)
                 except OSError:  # nothing more queued (BlockingIOError) or the socket failed
                     break
-                self.read_count += 1
                 source = ipaddress.IPv4Address(host)
                 if port != MDNS_PORT or source not in asked:
                     continue
