@@ -29,7 +29,7 @@ def hostile_cases(lab, clone_of):
     special = {
         "zero": "0.0.0.0", "limited broadcast": "255.255.255.255", "subnet broadcast": f"{net}.255",
         "network": f"{net}.0", "multicast": "224.0.0.251", "loopback": "127.0.0.1", "own": ws,
-        "routed": "10.9.9.9", "public": "8.8.8.8",
+        "routed": "10.9.9.9", "public": "8.8.8.8", "gateway": lab.gateway.ip,
     }
     cases = [
         case(b"Evil-ctl\x1b[31m\n", "a1" * 16, name=NASTY),
@@ -76,6 +76,7 @@ def test_hostile_lan_gets_no_rule_and_every_real_device_still_does(make_lab):
                    f"{lab.subnet}.0 is the network address of {lab.subnet}.0/24", "224.0.0.251 is a multicast address",
                    "127.0.0.1 is a loopback address", f"{lab.ws_ip} is this computer's own address",
                    "10.9.9.9 is not on a subnet of this computer's interfaces", "8.8.8.8 is not on a subnet",
+                   f"{lab.gateway.ip} is this computer's default gateway, not a Cast device",
                    f"{EVIL_IP} is announced by ", f"its id is announced from 2 addresses ({EVIL_IP} as Clone of Bedroom TV, "
                    f"{clone_victim.ip} as Bedroom TV)", f"2 hosts answer ARP for {ip_victim.ip}",
                    "ignored an announcement (Evil-bad-id): its Cast device id is not a UUID",

@@ -120,7 +120,8 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming, Fi
     and roaming come from the mixins."""
 
     def __init__(self, devices: int = 3, *, strict: int = 0, subnet: str = "192.168.77", python: str | None = None,
-                 no_dial: tuple[int, ...] | list[int] | set[int] = (), firewall: str = "ufw", ship_xml: bool = True):
+                 no_dial: tuple[int, ...] | list[int] | set[int] = (), firewall: str = "ufw", ship_xml: bool = True,
+                 group: bool = True):
         if not 0 <= devices + strict <= 150:
             raise ValueError("between 0 and 150 devices")
         if firewall not in FIREWALLS:
@@ -128,6 +129,7 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming, Fi
         self.firewall, self.ship_xml = firewall, ship_xml  # the workstation's firewall (firewalls.py)
         self.count, self.strict_count = devices, strict
         self.no_dial = set(no_dial)  # indices of devices that never answer an M-SEARCH
+        self.group = group  # whether device GROUP_HOST also hosts the Cast group (which answers no DIAL)
         self.subnet = subnet
         self.python = python or sys.executable
         self.prefix = f"cw{os.getpid() % 10000:04d}{os.urandom(2).hex()}"
@@ -229,7 +231,7 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming, Fi
                 ns=self._add_ns(f"d{i + 1}"),
                 strict=i >= self.count,
             )
-            if i == GROUP_HOST and not dev.strict:
+            if i == GROUP_HOST and not dev.strict and self.group:
                 dev.group = (GROUP_NAME, _hex_id("castwall-lab-group"), GROUP_PORT)
             dev.dir = self.dir / f"d{i + 1}"
             dev.dir.mkdir()

@@ -11,7 +11,13 @@ on that address. A case is:
      "status": 200, "headers": {...},   the HTTP answer to a request for the description
      "body": HEX | null,                its body, or:
      "huge": BYTES,                     a body of that many bytes, streamed
-     "slow": SECONDS}                   one byte every SECONDS, forever
+     "slow": SECONDS,                   one byte of body every SECONDS, forever
+     "drip": SECONDS,                   the status line and headers, one byte every SECONDS, forever
+     "flood": SECONDS,                  on each M-SEARCH, junk shaped like a reply to its source port for SECONDS
+                                        (at most FLOOD_MAX of them), from FLOOD_PORTS source ports
+     "flood_from": [ADDRESS, ...],      the flood's source addresses, round robin (default: "ip")
+     "spoof": ADDRESS,                  the reply goes out with that source address (a raw socket)
+     "silent": true}                    answers no M-SEARCH; only serves HTTP (a host castwall must not ask)
 
 It also listens on every port named by `listen` (TCP) on every address, so
 that a request castwall should never send is logged. Every request, to any
@@ -26,12 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import struct
 import sys
 import threading
 import time
 
 GROUP, PORT = "239.255.255.250", 1900
+FLOOD_MAX = 3_000_000  # datagrams one flood sends at the most
+FLOOD_PORTS = 6
 
 
 class Log:
@@ -62,15 +72,56 @@ def search_socket(ip: str) -> socket.socket:
     return sock
 
 
+def spoofed(source: str, destination: str, dport: int, payload: bytes) -> bytes:
+    """An IPv4 UDP datagram with any source address; the kernel fills in the IP checksum and id."""
+    udp = struct.pack("!HHHH", 40000 + os.getpid() % 20000, dport, 8 + len(payload), 0) + payload
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+                         socket.inet_aton(source), socket.inet_aton(destination))
+    return header + udp
+
+
+def flood(case: dict, host: str, port: int, log: Log) -> None:
+    """Junk to castwall's search port, as fast as one thread sends, bounded in time and count."""
+    outs = []
+    for n in range(FLOOD_PORTS):
+        sources = case.get("flood_from") or [case["ip"]]
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        out.bind((sources[n % len(sources)], 0))
+        outs.append(out)
+    log.write(event="flood-start", to=host, port=port)
+    end, sent = time.monotonic() + case["flood"], 0
+    while sent < FLOOD_MAX and (sent % 256 or time.monotonic() < end):
+        try:
+            outs[sent % FLOOD_PORTS].sendto(b"HTTP/1.1 200 junk-%d" % sent, (host, port))  # passes castwall's filter
+        except OSError:  # a full queue or an ICMP error from a closed port: keep flooding
+            pass
+        sent += 1
+    for out in outs:
+        out.close()
+    log.write(event="flood-end", to=host, port=port, sent=sent)
+
+
 def answer_searches(sock: socket.socket, cases: list[dict], log: Log) -> None:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL: for "spoof"
+    flooded = set()  # one flood per search port, however many copies of the M-SEARCH come from it
     while True:
         data, (host, port) = sock.recvfrom(4096)
         if not data.startswith(b"M-SEARCH") or host in {c["ip"] for c in cases}:
             continue
         log.write(event="msearch", **{"from": host, "sport": port})
         for case in cases:
+            if case.get("silent"):
+                continue
+            if "flood" in case:
+                if (host, port) not in flooded:
+                    flooded.add((host, port))
+                    threading.Thread(target=flood, args=(case, host, port, log), daemon=True).start()
+                continue
             text = reply_text(case)
             for _ in range(case.get("replies", 1)):
+                if "spoof" in case:
+                    raw.sendto(spoofed(case["spoof"], host, port, text), (host, 0))
+                    continue
                 out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 out.bind((case["ip"], 0))  # a new random port each time, as a flood would
                 out.sendto(text, (host, port))
@@ -104,6 +155,10 @@ def serve(conn: socket.socket, peer: tuple, by_ip: dict[str, dict], log: Log) ->
                 conn.sendall(block)
                 sent += len(block)
             log.write(event="sent", to=local, bytes=sent)
+        elif "drip" in case:
+            for byte in head + b"Content-Length: 400\r\n" * 1000:
+                conn.sendall(bytes([byte]))
+                time.sleep(case["drip"])
         elif "slow" in case:
             conn.sendall(head + b"\r\n<?xml version=\"1.0\"?>")
             while True:
@@ -145,7 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     # Every socket is bound before "ready" is logged: the lab waits for that line.
     for port in {int(x) for x in args.listen.split(",")}:
         threading.Thread(target=listen, args=(tcp_socket(port), by_ip, log), daemon=True).start()
-    threading.Thread(target=answer_searches, args=(search_socket(cases[0]["ip"]), cases, log), daemon=True).start()
+    if not all(c.get("silent") for c in cases):
+        speaking = next(c for c in cases if not c.get("silent"))
+        threading.Thread(target=answer_searches, args=(search_socket(speaking["ip"]), cases, log), daemon=True).start()
     log.write(event="ready", cases=len(cases))
     while True:
         time.sleep(3600)
