@@ -49,7 +49,7 @@ class DialReply:
     """
 
     source: ipaddress.IPv4Address
-    interface: str
+    interface: str  # the interface the first reply came in on (which a forged source does not belong to)
     text: bytes
     delivered: bool = False
     on_wire: bool = False
