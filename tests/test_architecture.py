@@ -73,9 +73,10 @@ def test_only_raw_arp_and_dial_open_packet_sockets():
 
 
 def test_dial_is_read_by_pure_code_and_fetched_by_one_module():
-    assert users_of("http.client") == {"castwall.system.ssdp"}
+    assert users_of("http.client") == {"castwall.system.description"}
     assert users_of("xml.parsers.expat") == {"castwall.dial"}
     assert users_of("castwall.system.ssdp") <= {"castwall.commands.services", "castwall.system.discovery"}
+    assert users_of("castwall.system.description") == {"castwall.system.ssdp"}
 
 
 def test_each_firewall_library_is_loaded_by_its_own_backend_only():
