@@ -177,6 +177,18 @@ def test_a_broken_journal_makes_every_entry_nobodys(tmp_path):
     assert parse_journal(json.dumps({"ports": {"tcp/1-2": "catt", "tcp/70000": "vlc"}})).apps == {"tcp/1-2": "catt"}
 
 
+@pytest.mark.parametrize("broken", ["{not json", "[" * 100_000, "[1, 2]"], ids=["invalid", "nested", "a list"])
+def test_a_broken_journal_is_kept_beside_the_one_written_over_it(tmp_path, broken):
+    fake = FakeFirewalld(layer(["10.0.0.2"], [UDP_RULE]), layer(["10.0.0.2"], [UDP_RULE]))
+    fw = backend(tmp_path, fake)
+    fw.journal_path.write_text(broken)
+    assert fw.rules().owned == ()  # absurd nesting too: read as nobody's, never a RecursionError
+    run_transaction(fw, add(rule("10.0.0.5", U3)))
+    kept = list(tmp_path.glob(f"{fw.journal_path.name}.unusable-*"))
+    assert len(kept) == 1 and kept[0].read_text() == broken
+    assert json.loads(fw.journal_path.read_text())["entries"] == {"10.0.0.5": U3}
+
+
 @pytest.mark.parametrize("change, finding", [
     (dict(other=["services: ssh"]), "services: ssh"),
     (dict(target="ACCEPT"), "target ACCEPT"),

@@ -15,6 +15,7 @@ persist other programs' runtime changes too).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -22,8 +23,8 @@ from castwall.errors import CastwallError, MissingTool, ToolFailed
 from castwall.model import Action, Rule, RuleSet, Step
 from castwall.system.firewalld_bus import NAME, BusTransport, CommandTransport, Op, Transport
 from castwall.system.firewalld_view import (SHIPPED_FILES, Journal, Layer, View, after_setup, change_ops, command_text,
-                                            parse_journal, product, rule_set, setup_ops, traffic)
-from castwall.system.host import write_file
+                                            journal_problem, parse_journal, product, rule_set, setup_ops, traffic)
+from castwall.system.host import keep_copy, write_file
 from castwall.system.runner import Runner, missing_tool_message
 
 def forced_cli(environ: Mapping[str, str] = os.environ) -> bool:
@@ -50,6 +51,7 @@ class FirewalldFirewall:
         self._ops: list[Op] = []  # native ops done and not undone, oldest first
         self._stuck: list[str] = []  # undo calls that failed in this run
         self._journal_written = False
+        self._journal_unusable = False  # the journal read last was unusable: keep it before writing over it
 
     @property
     def transport(self) -> Transport:
@@ -87,15 +89,26 @@ class FirewalldFirewall:
 
     def _read_journal(self) -> Journal:
         try:
-            return parse_journal(self.journal_path.read_text(encoding="utf-8"))
+            text = self.journal_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return Journal()
         except (OSError, UnicodeDecodeError) as exc:
             self.note(f"cannot read {self.journal_path} ({exc}): firewalld's entries read as nobody's")
+            self._journal_unusable = True
             return Journal()
+        problem = journal_problem(text)
+        if problem:
+            self.note(f"{self.journal_path} is unusable ({problem}): firewalld's entries read as nobody's")
+            self._journal_unusable = True
+        return parse_journal(text)
 
     def _write_journal(self, journal: Journal) -> None:
         try:
+            if self._journal_unusable:  # nothing is lost: the unusable journal is kept beside the new one
+                kept = keep_copy(self.journal_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+                self._journal_unusable = False
+                if kept is not None:
+                    self.note(f"the unusable journal was kept as {kept}")
             write_file(self.journal_path, journal.text())
         except OSError as exc:
             raise ToolFailed(f"cannot write {self.journal_path}: {exc.strerror or exc}") from None

@@ -82,6 +82,17 @@ class Journal:
 _KEY = re.compile(r"^tcp/([0-9]{1,5})(?:-([0-9]{1,5}))?$")
 
 
+def journal_problem(text: str) -> str | None:
+    """Why the journal's text is no journal castwall wrote (None: it reads), without raising."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return f"not valid JSON ({exc.msg} at line {exc.lineno})"
+    except RecursionError:
+        return "it nests too deeply"
+    return None if isinstance(data, dict) else "not a JSON object"
+
+
 def parse_journal(text: str) -> Journal:
     """The journal's JSON; whatever is not a valid pair is left out (its entry then reads as nobody's)."""
     try:

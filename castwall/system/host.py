@@ -90,8 +90,8 @@ def read_state(path: Path) -> tuple[State | None, str | None]:
         return None, exc.message
 
 
-def _keep_copy(path: Path, stamp: str) -> Path | None:
-    """Copy an unusable state file aside before it is replaced; None when there is none."""
+def keep_copy(path: Path, stamp: str) -> Path | None:
+    """Copy an unusable file of castwall's aside before it is replaced; None when there is none."""
     if not path.exists():
         return None
     for n in range(100):
@@ -106,7 +106,7 @@ def _keep_copy(path: Path, stamp: str) -> Path | None:
             return copy
         except FileExistsError:
             continue
-    raise OSError(errno.EEXIST, "too many copies of the unusable state file")
+    raise OSError(errno.EEXIST, f"too many copies of the unusable {path.name}")
 
 
 def write_file(path: Path, text: str) -> None:
@@ -153,7 +153,7 @@ def write_state(path: Path, state: State, *, keep_old: bool = False, stamp: str 
     try:
         if keep_old:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            kept = _keep_copy(path, stamp or "old")
+            kept = keep_copy(path, stamp or "old")
         write_file(path, dump_state(state))
     except OSError as exc:
         raise BadData(f"cannot write {path}: {exc.strerror or exc}") from None
