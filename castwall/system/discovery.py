@@ -240,9 +240,10 @@ def discover(
         if dial is not None:
             # Descriptions asked for just before the end get a moment more, within --timeout.
             replies = dial.finish(min(FETCH_GRACE, max(0.0, timeout - (clock() - start))))
-            note(f"DIAL: {dial.datagrams} datagram(s) read, {len(replies)} replier(s), "
+            note(f"DIAL: {len(replies)} replier(s), "
                  + f"{sum(r.delivered for r in replies)} reached the socket, {sum(r.on_wire for r in replies)} seen on the wire"
                  + (f" ({dial.wire_problem})" if dial.wire_problem else "") + f"; mDNS was done at {mdns_ended:.3f} s, "
                  + f"DIAL at {clock() - start:.3f} s, "
-                 + ("after waiting for every DIAL answer" if dial.waited else "without waiting longer than mDNS"))
+                 + ("after waiting for every DIAL answer" if dial.waited else "without waiting longer than mDNS")
+                 + f"; {dial.datagrams} datagram(s) read")
     return found
