@@ -14,6 +14,7 @@ import ipaddress
 import pkgutil
 
 import pytest
+import zeroconf  # castwall's own dependency: never a reason to skip
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from castwall.announcement import Rejected, collate
@@ -133,8 +134,6 @@ def test_a_mutated_real_description_gives_a_device_or_a_refusal(data):
 
 
 # --- mDNS answers: real packets, mutated, through zeroconf's reader and castwall's ---------------------
-
-zeroconf = pytest.importorskip("zeroconf")
 
 
 def answer_packet(name: bytes, model: bytes, uuid_hex: bytes, port: int, address: bytes) -> bytes:
