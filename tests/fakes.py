@@ -216,7 +216,7 @@ def dial_reply(d: Device, *, delivered: bool = True, on_wire: bool = False, uuid
 
 def screened(reply: DialReply, may_fetch) -> DialReply:
     """What the real search makes of a reply: castwall asks for no description where may_fetch says why not."""
-    why = may_fetch(reply.source, reply.interface)
+    why = may_fetch(reply.source)
     if why is None:
         return reply
     return dataclasses.replace(reply, description=None, application_url=None, problem=f"not asked for its description: {why}")
@@ -262,9 +262,13 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         runner=ufw,
         is_root=lambda: root,
         discover=lambda addresses, timeout, **options: [announcement(d) for d in (devices if mdns is None else mdns)] + list(extra),
-        dial=lambda interfaces, wire=False, may_fetch=lambda ip, interface: None, **options: (
-            None if dial is None else SimpleNamespace(replies=[screened(r, may_fetch) for r in dial],
-                                                      wire_problem=None if wire else "not root")),
+        dial=lambda interfaces, wire=False, misplaced=lambda ip, interface: None, may_fetch=lambda ip: None, **options: (
+            None if dial is None else SimpleNamespace(
+                replies=[screened(r, may_fetch) for r in dial if not misplaced(r.source, r.interface)],
+                forged=[dataclasses.replace(r, text=b"", description=None, application_url=None,
+                                            problem=misplaced(r.source, r.interface))
+                        for r in dial if misplaced(r.source, r.interface)],
+                wire_problem=None if wire else "not root")),
         reach=lambda targets: {t: (None if str(t[0]) not in closed else "connection refused") for t in targets},
         raw_arp=raw_arp,
         poke=lambda ips: None,  # never send packets from a unit test

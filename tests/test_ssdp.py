@@ -1,6 +1,7 @@
 """The DIAL search's wire-level pieces (castwall.system.ssdp) on crafted packets; the lab runs the rest."""
 
 import ipaddress
+import os
 import socket
 import struct
 import threading
@@ -9,6 +10,7 @@ import time
 
 from castwall.system import ssdp
 from castwall.system.ssdp import MSEARCH, DialSearch, parse_udp, reply_filter
+from tests.conftest import REQUIRE_LAB
 from tests.fakes import DATA
 
 
@@ -43,7 +45,7 @@ def ops_of(program: bytes) -> list[tuple[int, int, int, int]]:
 def test_the_kernel_filter_keeps_only_udp_to_the_search_port_that_begins_like_a_reply():
     ops = ops_of(reply_filter(40000))
     assert ops[6] == (0x15, 0, ops[6][2], 40000) and (0x15, 0, ops[8][2], 0x48545450) == ops[8]
-    assert ops[-2] == (0x06, 0, 0, 0x40000) and ops[-1] == (0x06, 0, 0, 0)
+    assert ops[-1] == (0x06, 0, 0, 0x40000)
     # Every jump lands inside the program, and every test that fails lands on a drop.
     for i, (code, jt, jf, _) in enumerate(ops):
         if code in (0x15, 0x45):
@@ -52,15 +54,20 @@ def test_the_kernel_filter_keeps_only_udp_to_the_search_port_that_begins_like_a_
             assert ops[miss][0] == 0x06 and ops[miss][3] == 0 or miss == i + 1, (i, ops)
 
 
-def test_the_kernel_filter_drops_the_sources_already_heard_up_to_its_limit():
+def test_the_kernel_filter_drops_every_source_already_heard_up_to_the_repliers_castwall_keeps():
     heard = [ipaddress.IPv4Address(f"10.0.{n // 256}.{n % 256}") for n in range(300)]
     for port in (40000, None):
         ops = ops_of(reply_filter(port, heard))
-        checks = [op for op in ops if op[0] == 0x15 and op[3] in {int(ip) for ip in heard}]
-        assert len(checks) == ssdp.MAX_FILTERED
+        assert len(ops) < 4096  # the kernel's limit
+        checks = [i for i, op in enumerate(ops) if op[0] == 0x15 and op[3] in {int(ip) for ip in heard}]
+        assert len(checks) == ssdp.MAX_SOURCES
+        for i in checks:
+            assert 0 <= ops[i][1] <= 255 and ops[i + 1 + ops[i][1]] == (0x06, 0, 0, 0)  # a heard source: drop
+            assert ops[i][2] == 0
+        # Past each group's drop, the program goes on: an unconditional jump over it.
         for i, op in enumerate(ops):
-            if op in checks:
-                assert ops[i + 1 + op[1]] == (0x06, 0, 0, 0)  # a heard source: drop
+            if op == (0x06, 0, 0, 0) and i > 12:
+                assert ops[i - 1] == (0x05, 0, 0, 1)
 
 
 def test_a_replier_heard_once_is_dropped_by_the_kernel_afterwards_and_others_still_come_through():
@@ -120,9 +127,9 @@ def test_a_flood_to_the_search_port_cannot_hold_the_reader_past_finish():
     port = search._ifaces[0].port
     flooding, stop = threading.Event(), threading.Event()
 
-    # From more sources than the kernel filter names: the reader itself has to keep up.
+    # From more sources than castwall keeps (and so filters): the reader itself has to keep up.
     outs = []
-    for n in range(ssdp.MAX_FILTERED + 60):
+    for n in range(ssdp.MAX_SOURCES + 60):
         out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         out.bind((f"127.0.{1 + n // 250}.{1 + n % 250}", 0))
         outs.append(out)
@@ -144,6 +151,11 @@ def test_a_flood_to_the_search_port_cannot_hold_the_reader_past_finish():
     sender.start()
     try:
         assert flooding.wait(10)
+        # The flood is under way once castwall's table is full and more sources keep coming.
+        deadline = time.monotonic() + 20
+        while search.dropped_sources == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert search.dropped_sources > 0
         replies = search.finish(0)
         assert sender.is_alive(), "the flood ended first: this run proves nothing"
         assert search._thread is not None and not search._thread.is_alive()
@@ -165,17 +177,66 @@ def test_the_reader_stops_by_itself_at_its_time_budget():
     search.finish(0)
 
 
-def test_the_interface_a_reply_came_in_on_is_what_may_fetch_is_asked_about():
+def test_a_forged_first_reply_neither_stands_for_its_address_nor_blocks_the_real_one():
+    """A host on another LAN answers first with a device's address: that reply is kept apart (and not filtered by
+    the kernel), and the device's own reply, coming in where it belongs, is the one castwall reads."""
     asked = []
-    search = DialSearch([("lo", LOOPBACK)], may_fetch=lambda ip, interface: asked.append((str(ip), interface)) or "no")
+
+    def misplaced(ip, interface):
+        asked.append((str(ip), interface))
+        return "forged" if len(asked) == 1 else None
+
+    search = DialSearch([("lo", LOOPBACK)], misplaced=misplaced, may_fetch=lambda ip: "not in a unit test")
     search.start()
-    reply = (DATA / "dial-msearch-reply.txt").read_bytes().replace(b"192.168.1.66", b"127.0.0.1")
+    port = search._ifaces[0].port
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    out.sendto(reply, ("127.0.0.1", search._ifaces[0].port))
-    out.close()
+    out.sendto(b"HTTP/1.1 200 forged", ("127.0.0.1", port))
     deadline = time.monotonic() + 10
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out.sendto(b"HTTP/1.1 200 genuine", ("127.0.0.1", port))
     while not search.repliers() and time.monotonic() < deadline:
         time.sleep(0.01)
+    out.close()
     replies = search.finish(0)
-    assert asked == [("127.0.0.1", "lo")]
-    assert replies[0].problem == "not asked for its description: no" and replies[0].description is None
+    assert asked == [("127.0.0.1", "lo"), ("127.0.0.1", "lo")]
+    assert [(str(r.source), r.interface, r.text) for r in replies] == [("127.0.0.1", "lo", b"HTTP/1.1 200 genuine")]
+    assert [(str(r.source), r.problem) for r in search.forged] == [("127.0.0.1", "forged")]
+
+
+def test_the_packet_socket_s_filter_drops_junk_other_ports_and_repliers_already_heard():
+    """As root, on loopback: the filter of the packet socket (IP header first) does what the UDP socket's does."""
+    if os.geteuid() != 0:
+        if REQUIRE_LAB:
+            pytest.fail("CASTWALL_REQUIRE_LAB=1 but not root: a packet socket needs root")
+        pytest.skip("a packet socket needs root")
+    search = DialSearch([("lo", LOOPBACK)], wire=True)
+    search.start()
+    assert search.wire_problem is None
+    port = search._ifaces[0].port
+    senders = {}
+    for last in (3, 4, 5):
+        senders[last] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        senders[last].bind((f"127.0.0.{last}", 0))
+
+    def wait_for(n):
+        deadline = time.monotonic() + 10
+        while len(search.repliers()) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(search.repliers()) == n
+
+    senders[3].sendto(b"HTTP/1.1 200 first", ("127.0.0.1", port))
+    wait_for(1)
+    before = search.datagrams
+    for _ in range(300):
+        senders[3].sendto(b"HTTP/1.1 200 again", ("127.0.0.1", port))  # heard already: dropped by the kernel
+        senders[4].sendto(b"junk", ("127.0.0.1", port))  # no HTTP start: dropped by the kernel
+        senders[4].sendto(b"HTTP/1.1 200 elsewhere", ("127.0.0.1", port + 1 if port < 65535 else port - 1))
+    senders[5].sendto(b"HTTP/1.1 200 late", ("127.0.0.1", port))
+    wait_for(2)
+    replies = search.finish(0)
+    for sock in senders.values():
+        sock.close()
+    assert [(str(r.source), r.on_wire, r.delivered) for r in replies] == [("127.0.0.3", True, True), ("127.0.0.5", True, True)]
+    # The late reply's copies only (on loopback a packet socket also sees each one going out).
+    assert search.datagrams - before <= 4, search.datagrams - before

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # loaded when a command needs them: discover and --help do no
 DIAL_ENV = "CASTWALL_DIAL"
 
 
-def dial_search(interfaces, *, wire: bool, may_fetch, note) -> DialSearch | None:
+def dial_search(interfaces, *, wire: bool, misplaced, may_fetch, note) -> DialSearch | None:
     """A DIAL search on the interfaces, or None when CASTWALL_DIAL=off asks for mDNS alone.
 
     Raises UsageError for another value of CASTWALL_DIAL.
@@ -47,7 +47,7 @@ def dial_search(interfaces, *, wire: bool, may_fetch, note) -> DialSearch | None
         return None
     from castwall.system.ssdp import DialSearch
 
-    return DialSearch(interfaces, wire=wire, may_fetch=may_fetch, note=note)
+    return DialSearch(interfaces, wire=wire, misplaced=misplaced, may_fetch=may_fetch, note=note)
 
 
 @dataclass

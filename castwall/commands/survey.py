@@ -63,28 +63,34 @@ def take_survey(
     own = own_addresses(every)
     gateways = set(default_routes(svc.runner).values())
     asked = _known_addresses(known, chosen)
-    by_name = {i.name: i for i in chosen}
+    by_name = {i.name: i for i in every}
 
-    def may_fetch(ip, arrived_on: str) -> str | None:
+    def misplaced(ip, arrived_on: str) -> str | None:
         # The packet socket sees a reply before reverse-path filtering: its source may be
-        # forged, to make castwall (as root) send a request across interfaces.
-        if attached_interface(ip, chosen) is None:
-            return f"{ip} is not on a subnet of this computer's interfaces"
+        # forged, to make castwall (as root) send a request across interfaces. Any interface
+        # counts, chosen or not: two of them may share a subnet.
         iface = by_name.get(arrived_on)
         if iface is None or not any(a.version == 4 and ip in a.network for a in iface.addresses):
             return f"its reply came in on {safe_text(arrived_on, 20)}, where {ip} is not on the subnet: a forged source address"
+        return None
+
+    def may_fetch(ip) -> str | None:
+        if attached_interface(ip, chosen) is None:
+            return f"{ip} is not on a subnet of this computer's interfaces"
         return refusal(ip, networks, own, trust, gateways=gateways)
 
-    search = svc.dial([(i.name, a.ip) for i in chosen for a in i.ipv4], wire=root, may_fetch=may_fetch, note=svc.note)
+    search = svc.dial([(i.name, a.ip) for i in chosen for a in i.ipv4], wire=root, misplaced=misplaced, may_fetch=may_fetch,
+                      note=svc.note)
     progress(f"Looking for Cast devices on {', '.join(i.name for i in chosen)}...")
     with svc.timed("discovery"):
         announced = svc.discover(addresses, timeout, expect=[d.uuid for d in known.devices] if known and expect else (),
                                  known=asked, dial=search, complete=complete, note=svc.note)
     replies = search.replies if search is not None else []
+    forged = search.forged if search is not None else []
     svc.note(f"{len(announced)} announcement(s) and {len(replies)} DIAL replier(s) heard")
     if search is not None and root and search.wire_problem:
         warn(f"DIAL replies that this computer's firewall drops are not seen: {search.wire_problem}")
-    devices, rejected = collate(announced, [read_dial(r) for r in replies])
+    devices, rejected = collate(announced, [read_dial(r) for r in replies + forged])
     # Screen twice: once to settle which address a contested device the user
     # accepted has, then again with what ARP said about each address.
     devices, _ = screen(link_groups(devices), networks, own, trust, gateways=gateways)

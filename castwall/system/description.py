@@ -95,7 +95,7 @@ def fetch_description(ip: ipaddress.IPv4Address, path: str, timeout: float = FET
         if response.status != 200:
             raise ValueError(f"its description answered HTTP {response.status}, not 200 (castwall follows no redirect)")
         length = (response.getheader("Content-Length") or "").strip()
-        if length.isascii() and length.isdigit() and int(length) > MAX_DESCRIPTION:
+        if length.isascii() and length.isdigit() and (len(length) > 9 or int(length) > MAX_DESCRIPTION):
             raise too_large
         body = bytearray()
         while chunk := response.read1(8192):

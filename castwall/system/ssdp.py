@@ -35,9 +35,10 @@ MX = 1  # seconds a device may wait before it answers, as Chrome asks
 COPIES = (0.0, 0.1)  # when the M-SEARCH goes out: twice, as UDP may lose one
 MARGIN = 0.15  # after the last answer time, for the reply to cross the LAN
 MAX_SOURCES = 256  # distinct repliers castwall reads; a flood from more is cut here
-# Descriptions fetched at once. Each fetch ends within FETCH_TIMEOUT, so repliers that
-# never finish their answer delay the others by FETCH_TIMEOUT per FETCHERS of them at most.
-FETCHERS = 32
+# Descriptions fetched at once: every replier's, each in a thread of its own (made as needed). Each
+# fetch ends within FETCH_TIMEOUT, so no number of repliers that never finish their answer can
+# keep another's description from arriving within FETCH_TIMEOUT of its reply.
+FETCHERS = MAX_SOURCES
 DRAIN_BATCH = 64  # datagrams read off one socket before the reader looks at its stop flag and clock again
 JOIN_TIMEOUT = 1.0  # for the reader thread, which checks its stop flag every DRAIN_BATCH datagrams
 IP_PKTINFO = 8  # <linux/in.h>: the interface a datagram arrived on, as ancillary data
@@ -64,7 +65,7 @@ MSEARCH = (
 
 HTTP = 0x48545450  # "HTTP": how every SSDP response begins
 SKF_NET_OFF = -0x100000  # classic BPF: an offset from the IP header, where a socket's filter starts elsewhere
-MAX_FILTERED = 200  # repliers whose further datagrams the kernel drops; a jump reaches at most 255 ahead
+FILTER_GROUP = 200  # sources compared before the filter's next drop (a jump reaches 255 instructions)
 
 
 def reply_filter(port: int | None = None, heard: Sequence[ipaddress.IPv4Address] = ()) -> bytes:
@@ -74,9 +75,9 @@ def reply_filter(port: int | None = None, heard: Sequence[ipaddress.IPv4Address]
     IPv4 UDP datagrams, first fragments, to that port. Without, for
     castwall's UDP socket (whose filter sees the UDP header first). Either
     way the payload must begin with "HTTP", as every reply does, and come
-    from none of the addresses in heard: castwall keeps a replier's first
-    reply only, so once a source is heard the rest of its datagrams are
-    left to the kernel to drop.
+    from none of the addresses in heard (MAX_SOURCES at most): castwall
+    keeps a replier's first reply only, so once a source is heard the rest
+    of its datagrams are left to the kernel to drop.
     """
     drop = "drop"
     if port is not None:
@@ -100,12 +101,19 @@ def reply_filter(port: int | None = None, heard: Sequence[ipaddress.IPv4Address]
         (0x06, 0, 0, 0),  # drop: ret 0
         (0x20, 0, 0, source),
     ]
-    heard = list(heard)[:MAX_FILTERED]
-    ops += [(0x15, "last", 0, int(ip)) for ip in heard]  # jeq a replier heard before: drop
-    ops += [(0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]  # ret: accept; last: ret 0
-    at = {"drop": next(i for i, op in enumerate(ops) if op == (0x06, 0, 0, 0)), "last": len(ops) - 1}
-    resolved = [(code, at.get(jt, jt) - i - 1 if isinstance(jt, str) else jt,
-                 at.get(jf, jf) - i - 1 if isinstance(jf, str) else jf, k) for i, (code, jt, jf, k) in enumerate(ops)]
+    # A jump reaches at most 255 instructions ahead: after each group of sources, a drop of its own.
+    heard = list(heard)[:MAX_SOURCES]
+    groups = [heard[i:i + FILTER_GROUP] for i in range(0, len(heard), FILTER_GROUP)]
+    for n, group in enumerate(groups):
+        ops += [(0x15, f"drop{n}", 0, int(ip)) for ip in group]  # jeq a replier heard before: drop
+        ops += [(0x05, 0, 0, 1), (0x06, 0, 0, f"drop{n}")]  # ja: past this group's drop; the drop
+    ops.append((0x06, 0, 0, 0x40000))  # ret: accept
+    at = {"drop": next(i for i, op in enumerate(ops) if op == (0x06, 0, 0, 0))}
+    at.update({op[3]: i for i, op in enumerate(ops) if isinstance(op[3], str)})
+    resolved = []
+    for i, (code, jt, jf, k) in enumerate(ops):
+        jt, jf = (at[j] - i - 1 if isinstance(j, str) else j for j in (jt, jf))
+        resolved.append((code, jt, jf, 0 if isinstance(k, str) else k))
     return b"".join(struct.pack("HBBI", *op) for op in resolved)
 
 
@@ -155,19 +163,24 @@ class DialSearch:
     """One DIAL search on the chosen interfaces, running in the background while mDNS asks.
 
     interfaces: (name, IPv4 address) pairs. wire: also read each interface
-    through a packet socket (needs root). may_fetch(ip, interface) says why
-    castwall may not fetch from ip, whose reply arrived on that interface
-    (None: it may): castwall passes its own screening, which also refuses a
-    source that belongs on another interface (a forged one).
+    through a packet socket (needs root). misplaced(ip, interface) says why
+    a reply from ip that came in on that interface cannot be ip's (None: it
+    can): the packet socket sees replies before reverse-path filtering, so a
+    host on one LAN can forge the address of a device on another. Such a
+    reply is reported but never stands for its source address, so the
+    device's own reply is still taken. may_fetch(ip) says why castwall may
+    not fetch from ip (None: it may): castwall passes its own screening.
     """
 
     interfaces: Sequence[tuple[str, ipaddress.IPv4Address]]
     wire: bool = False
-    may_fetch: Callable[[ipaddress.IPv4Address, str], str | None] = lambda ip, interface: None
+    misplaced: Callable[[ipaddress.IPv4Address, str], str | None] = lambda ip, interface: None
+    may_fetch: Callable[[ipaddress.IPv4Address], str | None] = lambda ip: None
     clock: Callable[[], float] = time.monotonic
     note: Callable[[str], None] = lambda message: None
     fetch: Callable[..., tuple[bytes, str | None]] = fetch_description
     _sources: dict[ipaddress.IPv4Address, _Source] = field(default_factory=dict)
+    _forged: dict[tuple[ipaddress.IPv4Address, str], _Source] = field(default_factory=dict)  # (source, interface)
     _ifaces: list[_Interface] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -181,6 +194,7 @@ class DialSearch:
     datagrams: int = 0  # read off the sockets, replies and junk alike
     wire_problem: str | None = None
     replies: list[DialReply] = field(default_factory=list)  # set by finish()
+    forged: list[DialReply] = field(default_factory=list)  # set by finish(): replies misplaced() refused, apart
     waited: bool = False  # whether DIAL kept discovery going after mDNS had heard enough
 
     def start(self) -> None:
@@ -298,6 +312,11 @@ class DialSearch:
     def _heard(self, arrived_on: str, source: ipaddress.IPv4Address, data: bytes, *, wire: bool) -> None:
         with self._lock:
             known = self._sources.get(source)
+            why = None if known is not None and known.interface == arrived_on else self.misplaced(source, arrived_on)
+            if why:  # kept apart, and never filtered: the real host's reply must still come through and count alone
+                if len(self._forged) < MAX_SOURCES:
+                    self._forged.setdefault((source, arrived_on), _Source(arrived_on, b"", problem=why))
+                return
             if known is None:
                 if len(self._sources) >= MAX_SOURCES:
                     self.dropped_sources += 1
@@ -335,12 +354,16 @@ class DialSearch:
         except ValueError as exc:
             found.problem = str(exc)
             return
-        why = self.may_fetch(source, found.interface)
+        why = self.may_fetch(source)
         if why:
             found.problem = f"not asked for its description: {why}"
             return
-        assert self._pool is not None
-        found.fetch = self._pool.submit(self.fetch, source, path)
+        try:
+            if self._pool is None or self._stop.is_set():  # finish() is under way: no new fetch
+                raise RuntimeError("finished")
+            found.fetch = self._pool.submit(self.fetch, source, path)
+        except RuntimeError:  # the pool was shut down between the two
+            found.problem = "its description was not asked for before discovery ended"
 
     def repliers(self) -> set[ipaddress.IPv4Address]:
         with self._lock:
@@ -376,6 +399,7 @@ class DialSearch:
             self._thread.join(JOIN_TIMEOUT)
         with self._lock:
             sources = dict(self._sources)
+            forged = dict(self._forged)
         for found in sources.values():
             if found.fetch is not None:
                 try:
@@ -389,6 +413,8 @@ class DialSearch:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         replies = [self._reply(ip, found) for ip, found in sorted(sources.items(), key=lambda item: int(item[0]))]
+        self.forged = [DialReply(ip, where, b"", problem=found.problem)
+                       for (ip, where), found in sorted(forged.items(), key=lambda item: (int(item[0][0]), item[0][1]))]
         if self.dropped_sources:
             self.note(f"DIAL: replies from {self.dropped_sources} more host(s) ignored (at most {MAX_SOURCES})")
         self.replies = replies
