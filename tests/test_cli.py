@@ -440,3 +440,15 @@ def test_a_dial_reply_that_came_in_on_its_own_subnets_interface_is_asked(tmp_pat
     result = run(svc, "setup", "--yes")
     assert result.exit_code == 0, result.output
     assert [line.split()[3] for line in ufw.castwall_lines()] == ["10.99.0.5"]
+
+
+def test_a_reply_on_another_interface_of_the_same_subnet_is_no_forgery(tmp_path):
+    """eth0 chosen, wlan0 on the same subnet (not chosen): Linux may take the device's reply in on either."""
+    same = json.dumps(json.loads(data("ip-addr.json")) + [{
+        "ifindex": 4, "ifname": "wlan0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], "operstate": "UP",
+        "addr_info": [{"family": "inet", "local": "192.168.77.11", "prefixlen": 24, "scope": "global"}]}])
+    ufw = FakeUfw(routes=GATEWAY_ROUTE, ip_addr=same)
+    svc = services(tmp_path, LAN[:1], ufw=ufw, mdns=[], dial=[dataclasses.replace(dial_reply(LAN[0]), interface="wlan0")])
+    result = run(svc, "setup", "--yes", "--interface", "eth0")
+    assert result.exit_code == 0 and "forged" not in result.output, result.output
+    assert [line.split()[3] for line in ufw.castwall_lines()] == [str(LAN[0].ip)]
