@@ -1,6 +1,8 @@
 import os
 
 import pytest
+from hypothesis import settings
+
 
 from tests.lab import Lab, missing_requirements
 
@@ -8,6 +10,11 @@ from tests.lab import Lab, missing_requirements
 REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
 # scripts/test sets this for its second stack: the tests of the lab itself ran on the first.
 SKIP_HARNESS = os.environ.get("CASTWALL_SKIP_HARNESS") == "1"
+
+# No deadline for property tests: on a loaded 2-core machine hypothesis's 200 ms would fail a correct
+# example by the clock alone. Each property bounds its own work (max_examples, sizes).
+settings.register_profile("castwall", deadline=None)
+settings.load_profile("castwall")
 
 
 def pytest_collection_modifyitems(config, items):

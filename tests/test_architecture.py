@@ -101,7 +101,7 @@ def test_backends_are_peers_and_the_planner_knows_none_of_them():
 
 def test_pure_core_does_not_reach_into_system_or_cli():
     for module in ("castwall.model", "castwall.apps", "castwall.findings", "castwall.announcement", "castwall.dial", "castwall.planner", "castwall.render", "castwall.state",
-                   "castwall.sanitize", "castwall.errors", "castwall.apply", "castwall.hints"):
+                   "castwall.sanitize", "castwall.errors", "castwall.apply", "castwall.hints", "castwall.follow", "castwall.verdict"):
         bad = {n for n in modules()[module] if n.startswith("castwall.system") or n == "castwall.cli"}
         assert not bad, f"{module} imports {bad}"
 
