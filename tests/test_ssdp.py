@@ -7,11 +7,11 @@ import struct
 import threading
 import time
 
+import pytest
 
 from castwall.system import ssdp
 from castwall.system.ssdp import MSEARCH, DialSearch, parse_udp, reply_filter
 from tests.conftest import REQUIRE_LAB
-from tests.fakes import DATA
 
 
 def ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes, *, ihl: int = 5, fragment: int = 0) -> bytes:
