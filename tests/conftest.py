@@ -25,12 +25,16 @@ def pytest_collection_modifyitems(config, items):
     items[:] = kept
 
 
-def lab_or_skip():
-    why = missing_requirements()
+def need(why: str | None) -> None:
+    """Skip the test for this reason (None: it can run), or fail it where scripts/test requires everything to run."""
     if why:
         if REQUIRE_LAB:
-            pytest.fail(f"lab required but unavailable: {why}")
+            pytest.fail(f"required but unavailable: {why}")
         pytest.skip(why)
+
+
+def lab_or_skip():
+    need(missing_requirements())
 
 
 @pytest.fixture

@@ -250,9 +250,13 @@ def services(tmp_path: Path, devices: Sequence[Device] = (), *, root: bool = Tru
         port_range=tmp_path / "ip_local_port_range",
         arp=tmp_path / "arp",
         dnsmasq_dir=tmp_path / "dnsmasq.d",
+        dnsmasq_conf=tmp_path / "dnsmasq.conf",
         ufw_conf=tmp_path / "ufw.conf",
         nftables_conf=tmp_path / "nftables.conf",
         system_bus=tmp_path / "no-system-bus",  # firewalld is not running
+        # Never this machine's own: a test that wants profiles or systemd makes them here.
+        ufw_profiles=tmp_path / "ufw-applications.d" / "castwall",
+        systemd_booted=tmp_path / "no-systemd",
     )
     paths.ufw_conf.write_text(f"ENABLED={'yes' if ufw.active else 'no'}\n")
     paths.port_range.write_text(port_range)

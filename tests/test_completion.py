@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "completion" / "castwall.bash"
 
 
 @pytest.fixture
 def complete(tmp_path):
-    if shutil.which("bash") is None:
-        pytest.skip("no bash")
+    need(None if shutil.which("bash") else "no bash")
     wrapper = tmp_path / "castwall"
     wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{REPO}" exec "{sys.executable}" -m castwall "$@"\n')
     wrapper.chmod(0o755)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need
+
 REPO = Path(__file__).resolve().parents[1]
 FOLLOW = REPO / "data" / "follow"
 SERVICE = FOLLOW / "castwall-follow.service"
@@ -17,7 +19,11 @@ ANALYZE = shutil.which("systemd-analyze")
 # Measured with Debian 12's systemd 252 (`systemd-analyze security --offline=true`): 2.1 "OK".
 MAX_EXPOSURE = 2.1
 
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed (Debian package systemd)")
+
+
+@pytest.fixture
+def needs_analyze():
+    need(None if ANALYZE else "systemd-analyze is not installed (Debian package systemd)")
 
 
 def unit(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -133,8 +139,7 @@ def test_the_timer_runs_a_pass_after_boot_and_every_five_minutes():
     assert values(sections["Install"], "WantedBy") == ["timers.target"]
 
 
-@needs_analyze
-def test_systemd_analyze_verify_passes(tmp_path):
+def test_systemd_analyze_verify_passes(tmp_path, needs_analyze):
     """Verified as copies whose ExecStart names a stand-in: /usr/bin/castwall exists only once installed."""
     stand_in = tmp_path / "castwall"
     stand_in.write_text("#!/bin/sh\nexit 0\n")
@@ -151,8 +156,7 @@ def test_systemd_analyze_verify_passes(tmp_path):
     assert done.returncode == 0 and not ours, done.stdout + done.stderr
 
 
-@needs_analyze
-def test_systemd_analyze_verify_catches_a_misspelt_setting(tmp_path):
+def test_systemd_analyze_verify_catches_a_misspelt_setting(tmp_path, needs_analyze):
     """The check above would see a typo: verify names the unit and the line."""
     stand_in = tmp_path / "castwall"
     stand_in.write_text("#!/bin/sh\nexit 0\n")
@@ -164,13 +168,12 @@ def test_systemd_analyze_verify_catches_a_misspelt_setting(tmp_path):
     assert "ProtectClok" in done.stdout + done.stderr
 
 
-@needs_analyze
-def test_the_offline_security_exposure_stays_low():
+def test_the_offline_security_exposure_stays_low(needs_analyze):
     done = subprocess.run([ANALYZE, "security", "--offline=true", "--man=no", str(SERVICE)],
                           capture_output=True, text=True, timeout=60)
     found = re.search(r"Overall exposure level for castwall-follow\.service: (\d+\.\d)", done.stdout)
     if found is None and "offline" in done.stderr.lower():
-        pytest.skip(f"this systemd-analyze has no --offline: {done.stderr.strip()}")
+        need(f"this systemd-analyze has no --offline: {done.stderr.strip()}")
     assert found, done.stdout[-2000:] + done.stderr
     assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout
 

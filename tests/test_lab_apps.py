@@ -8,6 +8,7 @@ exactly that path: from the devices castwall set up, to the app's ports.
 
 import pytest
 
+from tests.conftest import need
 from tests.lab.senders import catt_missing, pychromecast_missing
 
 pytestmark = pytest.mark.lab
@@ -28,9 +29,7 @@ def tcp_opens(lab, ns: str, port: int) -> bool:
 
 
 def skip_without_catt():
-    why = catt_missing()
-    if why:
-        pytest.skip(why)
+    need(catt_missing())
 
 
 def test_catt_is_dropped_then_plays_after_setup_app_and_is_closed_again_by_remove(make_lab):
@@ -105,9 +104,7 @@ def test_the_ufw_command_and_its_library_write_the_same_app_rules_with_and_witho
 
 def test_check_app_proves_the_path_with_the_cast_protocol(make_lab):
     lab = make_lab(devices=1)
-    why = pychromecast_missing(lab.python)
-    if why:
-        pytest.skip(why)
+    need(pychromecast_missing(lab.python))
     (dev,) = lab.devices
     before = lab.castwall("check", "--app", "vlc", "--device", dev.name, "--yes", "--timeout", "4")
     assert before.returncode == 3, before.stdout + before.stderr

@@ -154,7 +154,7 @@ class Services:
     def dnsmasq(self) -> Dnsmasq:
         from castwall.system.dnsmasq import Dnsmasq
 
-        return Dnsmasq(self.runner, self.paths.dnsmasq_dir)
+        return Dnsmasq(self.runner, self.paths.dnsmasq_dir, self.paths.dnsmasq_conf)
 
 
 def progress(message: str) -> None:

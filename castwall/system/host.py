@@ -31,6 +31,7 @@ class Paths:
     port_range: Path = PORT_RANGE_PATH
     arp: Path = ARP_PATH
     dnsmasq_dir: Path = Path("/etc/dnsmasq.d")
+    dnsmasq_conf: Path = Path("/etc/dnsmasq.conf")  # dnsmasq's main configuration, read to see whether it reads dnsmasq_dir
     ufw_profiles: Path = Path("/etc/ufw/applications.d/castwall")  # castwall's ufw application profiles (the .deb ships them)
     systemd_booted: Path = Path("/run/systemd/system")  # present while systemd runs the system (sd_booted)
     ufw_conf: Path = Path("/etc/ufw/ufw.conf")  # ENABLED=yes while ufw filters
