@@ -16,7 +16,7 @@ from castwall.errors import FirewallInconsistent, FirewallRolledBack, ToolFailed
 from castwall.model import Action, PortRange, Rule, Step
 from castwall.system import firewalld_bus as bus
 from castwall.system.firewalld import FirewalldFirewall, forced_cli
-from castwall.system.firewalld_view import SHIPPED, Spec, parse_journal, product
+from castwall.system.firewalld_view import SHIPPED, Spec, product, read_journal
 from castwall.system.firewalld_bus import CommandTransport, IpsetInfo, Op, PolicyInfo
 from castwall.system.runner import Completed
 
@@ -171,10 +171,10 @@ def test_a_broken_journal_makes_every_entry_nobodys(tmp_path):
     fw = backend(tmp_path, fake)
     fw.journal_path.write_text("{not json")
     assert fw.rules().owned == ()
-    assert parse_journal(json.dumps({"entries": {"10.0.0.2": "nope", "x": U1, "10.0.0.3": U2},
-                                     "ports": {"tcp/8010": "VLC!", "udp/1": "vlc", "tcp/1-2": "catt"}})) \
+    assert read_journal(json.dumps({"entries": {"10.0.0.2": "nope", "x": U1, "10.0.0.3": U2},
+                                    "ports": {"tcp/8010": "VLC!", "udp/1": "vlc", "tcp/1-2": "catt"}}))[0] \
         .owners == {"10.0.0.3": U2}
-    assert parse_journal(json.dumps({"ports": {"tcp/1-2": "catt", "tcp/70000": "vlc"}})).apps == {"tcp/1-2": "catt"}
+    assert read_journal(json.dumps({"ports": {"tcp/1-2": "catt", "tcp/70000": "vlc"}}))[0].apps == {"tcp/1-2": "catt"}
 
 
 @pytest.mark.parametrize("broken", ["{not json", "[" * 100_000, "[1, 2]"], ids=["invalid", "nested", "a list"])
@@ -183,7 +183,7 @@ def test_a_broken_journal_is_kept_beside_the_one_written_over_it(tmp_path, broke
     fw = backend(tmp_path, fake)
     fw.journal_path.write_text(broken)
     assert fw.rules().owned == ()  # absurd nesting too: read as nobody's, never a RecursionError
-    run_transaction(fw, add(rule("10.0.0.5", U3)))
+    run_transaction(fw, add(rule("10.0.0.5", U3)))[0]
     kept = list(tmp_path.glob(f"{fw.journal_path.name}.unusable-*"))
     assert len(kept) == 1 and kept[0].read_text() == broken
     assert json.loads(fw.journal_path.read_text())["entries"] == {"10.0.0.5": U3}

@@ -23,7 +23,7 @@ from castwall.errors import CastwallError, MissingTool, ToolFailed
 from castwall.model import Action, Rule, RuleSet, Step
 from castwall.system.firewalld_bus import NAME, BusTransport, CommandTransport, Op, Transport
 from castwall.system.firewalld_view import (SHIPPED_FILES, Journal, Layer, View, after_setup, change_ops, command_text,
-                                            journal_problem, parse_journal, product, rule_set, setup_ops, traffic)
+                                            product, read_journal, rule_set, setup_ops, traffic)
 from castwall.system.host import keep_copy, write_file
 from castwall.system.runner import Runner, missing_tool_message
 
@@ -96,11 +96,11 @@ class FirewalldFirewall:
             self.note(f"cannot read {self.journal_path} ({exc}): firewalld's entries read as nobody's")
             self._journal_unusable = True
             return Journal()
-        problem = journal_problem(text)
+        journal, problem = read_journal(text)
         if problem:
             self.note(f"{self.journal_path} is unusable ({problem}): firewalld's entries read as nobody's")
             self._journal_unusable = True
-        return parse_journal(text)
+        return journal
 
     def _write_journal(self, journal: Journal) -> None:
         try:

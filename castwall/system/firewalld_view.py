@@ -82,24 +82,19 @@ class Journal:
 _KEY = re.compile(r"^tcp/([0-9]{1,5})(?:-([0-9]{1,5}))?$")
 
 
-def journal_problem(text: str) -> str | None:
-    """Why the journal's text is no journal castwall wrote (None: it reads), without raising."""
+def read_journal(text: str) -> tuple[Journal, str | None]:
+    """The journal, and why its text is no journal castwall wrote (None: it reads); never raises.
+
+    Whatever is not a valid pair is left out (its entry then reads as nobody's).
+    """
     try:
         data = json.loads(text)
     except ValueError as exc:
-        return f"not valid JSON ({exc.msg} at line {exc.lineno})"
-    except RecursionError:
-        return "it nests too deeply"
-    return None if isinstance(data, dict) else "not a JSON object"
-
-
-def parse_journal(text: str) -> Journal:
-    """The journal's JSON; whatever is not a valid pair is left out (its entry then reads as nobody's)."""
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
-        return Journal()
-    data = data if isinstance(data, dict) else {}
+        return Journal(), f"not valid JSON ({exc.msg} at line {exc.lineno})"
+    except RecursionError:  # json's decoder recurses once per level of nesting
+        return Journal(), "it nests too deeply"
+    if not isinstance(data, dict):
+        return Journal(), "not a JSON object"
     owners, apps = {}, {}
     for ip, uuid in (data.get("entries") if isinstance(data.get("entries"), dict) else {}).items():
         try:
@@ -115,7 +110,7 @@ def parse_journal(text: str) -> Journal:
         except (ValueError, TypeError, AttributeError):
             continue
         apps[Spec("tcp", rule.ports).key] = rule.app
-    return Journal(owners, apps)
+    return Journal(owners, apps), None
 
 
 def ipset_findings(info: IpsetInfo) -> list[str]:
