@@ -182,7 +182,6 @@ def test_where_multicast_works_chromium_finds_every_device_by_mdns_and_ufw_drops
         d = run.details[uuid]
         assert d["replies"] == d["msearches"], run  # every M-SEARCH answered; ufw dropped the answers
         assert d["mdns_questions"] >= 1, run
-    assert run.elapsed < 15, run
 
 
 def test_a_rule_per_device_for_the_ephemeral_ports_lets_every_dial_reply_in(lab_with):
@@ -192,7 +191,6 @@ def test_a_rule_per_device_for_the_ephemeral_ports_lets_every_dial_reply_in(lab_
     assert run.found("dial") == every(lab), run
     assert run.found("cast") == every(lab), run
     assert_one_full_dial_cycle(lab, run)
-    assert run.elapsed < 15, run
 
 
 def test_on_a_lan_losing_multicast_only_the_dial_rules_let_chromium_find_the_devices(lab_with):
@@ -203,7 +201,6 @@ def test_on_a_lan_losing_multicast_only_the_dial_rules_let_chromium_find_the_dev
     assert hidden.found("cast") == set() and hidden.found("dial") == set(), hidden
     assert_one_full_dial_cycle(lab, hidden)
     assert lab.multicast_dropped() >= N  # the devices did answer Chromium's mDNS questions
-    assert hidden.elapsed < 15, hidden
 
     allow_dial_replies(lab)
     found = lab.chromium_discovery({"dial": True, "cast": True})
@@ -211,4 +208,3 @@ def test_on_a_lan_losing_multicast_only_the_dial_rules_let_chromium_find_the_dev
     for uuid in every(lab):
         d = found.details[uuid]
         assert d["first_fetch"] <= d["first_cast"], found  # through DIAL: mDNS cannot reach Chromium here
-    assert found.elapsed < 15, found

@@ -59,10 +59,8 @@ def test_roaming_to_the_cafe_finds_a_stranger_at_the_tvs_address_and_home_again_
     assert (cafe.stranger.ip, cafe.stranger.mac) == (tv.ip, STRANGER_MAC)
     senders = {"stranger": cafe.stranger.ns, "tv": tv.ns, "speaker": speaker.ns}
 
-    start = time.monotonic()
     gateway = lab.roam("cafe")
-    took = time.monotonic() - start
-    assert gateway is cafe.gateway and lab.lan == "cafe" and took < 5
+    assert gateway is cafe.gateway and lab.lan == "cafe"
     assert neighbour(lab, lab.gateway.ip)["lladdr"] == CAFE_GATEWAY_MAC
     assert len(default_route(lab)) == 1 and default_route(lab)[0]["gateway"] == lab.gateway.ip
     assert f"inet {lab.ws_ip}/24" in lab.ws(["ip", "-4", "addr", "show", "eth0"], check=True).stdout

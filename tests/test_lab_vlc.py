@@ -73,7 +73,6 @@ def test_vlc_is_dropped_before_any_castwall_rule_and_gives_up(make_lab):
     spoke = vlc_spoke(run)
     assert {("deviceauth", None), ("receiver", "GET_STATUS"), ("receiver", "LAUNCH"), ("media", "LOAD")} <= spoke, run
     assert [e["app"] for e in run.events if e["event"] == "launch"] == ["CC1AD845"], run
-    assert run.elapsed < 10, run  # the device's 3 s connect timeout, then the hang-up ends cvlc at once
     assert lab.ufw_added() == mine
     assert not lab.cast_events(tv, "error") and not lab.cast_events(tv, "cast-error")
 

@@ -61,6 +61,7 @@ from tests.lab.multicast import LOSSY_TABLE, MulticastAndDial  # noqa: F401
 from tests.lab.roaming import CAFE_GATEWAY_MAC, GATEWAY_MAC, STRANGER_MAC, LabHost, Roaming, SecondLan  # noqa: F401
 from tests.lab.senders import Senders
 
+REACH_GRACE = 2.0  # seconds a datagram not yet arrived gets once its sender has exited (see Lab._reaches)
 REPO = Path(__file__).resolve().parents[2]
 RESPONDER = Path(__file__).with_name("responder.py")
 CAST_DEVICE = Path(__file__).with_name("cast_device.py")
@@ -378,29 +379,51 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming, Fi
     def in_ns(self, ns: str, argv: list[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         return self._sh("ip", "netns", "exec", ns, *argv, check=check, timeout=timeout)
 
-    def udp_reaches(self, senders: dict[str, str], port: int, listen: float = 1.0) -> set[str]:
-        """Which senders' UDP datagrams to the workstation's port arrive (namespace -> label)."""
-        def send() -> None:
-            for label, ns in senders.items():
-                self.in_ns(ns, [self.python, "-c", _SENDER, self.ws_ip, str(port), label])
+    def udp_reaches(self, senders: dict[str, str], port: int) -> set[str]:
+        """Which senders' UDP datagrams to the workstation's port arrive (namespace -> label); see _reaches."""
+        return self._reaches(["udp", str(port), "-", "-"], {label: (ns, [_SENDER, self.ws_ip, str(port), label])
+                                                            for label, ns in senders.items()}, "UDP listener")
 
-        return self._listen([_LISTENER, str(port), str(listen)], send, listen, "UDP listener")
+    def _reaches(self, listener_args: list[str], senders: dict[str, tuple[str, list[str]]], what: str) -> set[str]:
+        """Run the listener in the workstation, then every sender at once; return the labels the listener heard.
 
-    def _listen(self, script: list[str], send, listen: float, what: str) -> set[str]:
-        """Run a listener script in the workstation, send once it listens, and return the labels it heard."""
+        Decided on events, not on a window: the listener ends as soon as every
+        sender's datagram has arrived. Only what did not arrive waits: the
+        listener gives it REACH_GRACE seconds counted from the moment every
+        sender has exited, that is once each sendto() has returned. Over the
+        lab's veth pairs a datagram passes the firewall and reaches the socket
+        within the sender's own system call, or within ksoftirqd's next turn
+        on a loaded machine (milliseconds), so the grace is generous.
+        """
         listener = subprocess.Popen(
-            self.ws_argv([self.python, "-c", *script]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            self.ws_argv([self.python, "-c", _LISTENER, str(REACH_GRACE), *listener_args, *senders]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
+        running: list[subprocess.Popen] = []
         try:
             if listener.stdout.readline().strip() != "listening":
                 raise LabError(f"{what} failed: {listener.stderr.read()}")
-            send()
-            out, _ = listener.communicate(timeout=listen + 10)
+            for ns, script in senders.values():
+                running.append(subprocess.Popen(["ip", "netns", "exec", ns, self.python, "-c", *script],
+                                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.PIPE, text=True, env={"PATH": SAFE_PATH, "LANG": "C"}))
+            for proc in running:
+                _, err = proc.communicate(timeout=60)
+                if proc.returncode != 0:
+                    raise LabError(f"a sender for the {what} failed: {err.strip()}")
+            try:
+                listener.stdin.write("sent\n")  # the grace starts now
+                listener.stdin.flush()
+            except BrokenPipeError:
+                pass  # it has heard every sender already, and ended
+            out, err = listener.communicate(timeout=REACH_GRACE + 60)
+            if listener.returncode != 0:
+                raise LabError(f"{what} failed: {err.strip()}")
         finally:
-            if listener.poll() is None:
-                listener.kill()
-                listener.wait()
+            for proc in [listener, *running]:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         return set(json.loads(out))
 
     def device(self, name: str) -> LabDevice:
@@ -476,18 +499,29 @@ class Lab(MulticastAndDial, Faults, OtherHosts, DhcpServer, Senders, Roaming, Fi
 
 
 _LISTENER = """
-import json, socket, sys, time
+import json, os, select, socket, sys, time
+grace, kind, port, group, ip, want = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], set(sys.argv[6:])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[1])))
+if kind == "multicast":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((group, port))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ip))
+else:
+    s.bind(("0.0.0.0", port))
 print("listening", flush=True)
-got, end = set(), time.monotonic() + float(sys.argv[2])
-while (left := end - time.monotonic()) > 0:
-    s.settimeout(left)
-    try:
-        got.add(s.recv(100).decode())
-    except socket.timeout:
+got, end = set(), None  # no deadline until the senders are done: the test's own timeout guards that
+while not want <= got:
+    left = None if end is None else end - time.monotonic()
+    if left is not None and left <= 0:
         break
-print(json.dumps(sorted(got)))
+    ready, _, _ = select.select([s, 0], [], [], left)
+    if s in ready:
+        got.add(s.recv(100).decode(errors="replace"))
+    if 0 in ready:
+        if not os.read(0, 64):  # the test went away
+            break
+        end = time.monotonic() + grace
+print(json.dumps(sorted(got & want)))
 """
 
 # Both fault injectors count the calls they watch and decide whether this one is hit.

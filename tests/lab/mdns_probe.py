@@ -19,6 +19,10 @@ this host's own queries too (they come back by multicast loopback), in the
 order they arrived, t on the monotonic clock that every namespace shares:
 
     {"event": "packet", "from": IP, "sport": PORT, "response": BOOL, "instances": [PTR targets of SERVICE], "t": T}
+
+and on "sync" from stdin it reports every datagram already waiting in its
+socket, then {"event": "synced"}: what reached the socket before the
+command is reported before that line.
 """
 
 from __future__ import annotations
@@ -80,15 +84,28 @@ def watch(ip: str, timeout: float) -> None:
         for key, _ in sel.select(left):
             if key.data == "control":
                 chunk = os.read(sys.stdin.fileno(), 4096)
-                if not chunk or "stop" in chunk.decode().split():
+                words = chunk.decode().split()
+                if not chunk or "stop" in words:
                     return
+                if "sync" in words:
+                    while _report(mc, block=False):
+                        pass
+                    print(json.dumps({"event": "synced"}), flush=True)
                 continue
-            data, (src, sport) = mc.recvfrom(9000)
-            if len(data) < 12:
-                continue
-            response = is_response(data)
-            print(json.dumps({"event": "packet", "from": src, "sport": sport, "response": response,
-                              "instances": instances(data) if response else [], "t": time.monotonic()}), flush=True)
+            _report(mc, block=True)
+
+
+def _report(mc: socket.socket, block: bool) -> bool:
+    """Read one datagram and report it (if it can be mDNS); False if none was waiting (block=False)."""
+    try:
+        data, (src, sport) = mc.recvfrom(9000, 0 if block else socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    if len(data) >= 12:
+        response = is_response(data)
+        print(json.dumps({"event": "packet", "from": src, "sport": sport, "response": response,
+                          "instances": instances(data) if response else [], "t": time.monotonic()}), flush=True)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,17 +24,14 @@ LOSSY_TABLE = "lab_lossy_lan"  # the bridge's nft table of lose_multicast()
 class MulticastAndDial:
     """Lab's multicast-losing switch and what the devices' DIAL side logged."""
 
-    def multicast_reaches(self, senders: dict[str, LabDevice], group: str, port: int, listen: float = 3.0) -> set[str]:
+    def multicast_reaches(self, senders: dict[str, LabDevice], group: str, port: int) -> set[str]:
         """Which devices' datagrams to group:port reach a listener in the workstation (label -> device).
 
-        The listener ends as soon as every sender's datagram arrived, else after listen seconds.
+        Decided on events as Lab.udp_reaches is: see Lab._reaches.
         """
-        def send() -> None:
-            for label, dev in senders.items():
-                self.in_ns(dev.ns, [self.python, "-c", _MC_SENDER, group, str(port), dev.ip, label])
-
-        return self._listen([_MC_LISTENER, group, str(port), self.ws_ip, str(listen), *senders], send, listen,
-                            "multicast listener")
+        return self._reaches(["multicast", str(port), group, self.ws_ip],
+                             {label: (dev.ns, [_MC_SENDER, group, str(port), dev.ip, label]) for label, dev in senders.items()},
+                             "multicast listener")
 
     def cast_events(self, dev: LabDevice, event: str | None = None) -> list[dict]:
         """What the device's DIAL and Cast ports saw (cast_device.py's JSON lines), oldest first."""
@@ -153,24 +150,6 @@ class MulticastAndDial:
         from tests.lab.chromium import chromium_discovery
         return chromium_discovery(self, expect, **kw)
 
-
-_MC_LISTENER = """
-import json, socket, sys, time
-group, port, ip, listen, want = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), set(sys.argv[5:])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((group, port))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ip))
-print("listening", flush=True)
-got, end = set(), time.monotonic() + listen
-while got < want and (left := end - time.monotonic()) > 0:
-    s.settimeout(left)
-    try:
-        got.add(s.recv(100).decode(errors="replace"))
-    except socket.timeout:
-        break
-print(json.dumps(sorted(got & want)))
-"""
 
 _MC_SENDER = """
 import socket, sys
