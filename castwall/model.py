@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 TAG_PREFIX = "castwall:"
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 # The two forms Cast devices send (TXT id= without dashes, the UDN with them), in ASCII hex only:
@@ -37,7 +37,7 @@ def canonical_mac(text: str) -> str:
     the kernel shows for an unresolved neighbour.
     """
     mac = text.strip().lower().replace("-", ":")
-    if not _MAC_RE.match(mac) or mac == "00:00:00:00:00:00":
+    if not _MAC_RE.fullmatch(mac) or mac == "00:00:00:00:00:00":
         raise ValueError(f"not a MAC address: {text!r}")
     return mac
 

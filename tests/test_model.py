@@ -25,12 +25,33 @@ def test_uuid_and_mac_are_canonical():
         canonical_uuid("not-a-uuid")
 
 
+def test_uuid_and_mac_may_come_with_surrounding_whitespace_only():
+    assert canonical_uuid(f" \t{U}\r\n") == U
+    assert canonical_mac(" 02:CA:57:00:00:01\n") == "02:ca:57:00:00:01"
+    with pytest.raises(ValueError):
+        canonical_uuid(f"\v{U}")  # whitespace, but none a TXT record or a UDN is padded with
+
+
+@pytest.mark.parametrize("text", [
+    "02:ca:57:00:00:01:02",  # seven octets: a trailing one
+    "x02:ca:57:00:00:01", "02:ca:57:00:00:01x",  # junk before, after
+    "002:ca:57:00:00:01", "02:ca:57:00:00:001",  # an octet of three digits, first or last
+    "2:ca:57:00:00:01", "02:ca:57:0:00:01",  # of one digit
+    "02:ca:57:00:00:01 02:ca:57:00:00:02",  # two addresses
+    "02:ca:57\n00:00:01", "", "::::::",
+])
+def test_a_mac_is_six_two_digit_octets_and_nothing_else(text):
+    with pytest.raises(ValueError):
+        canonical_mac(text)
+
+
 @pytest.mark.parametrize("text", [
     "urn:uuid:" + U, "{" + U + "}", "0x" + U.replace("-", ""), "+" + U.replace("-", "")[1:],
     "\u0663" + U.replace("-", "")[1:],  # an Arabic-Indic digit, which int() and uuid.UUID take
     "\uff11" + U.replace("-", "")[1:],  # a full-width digit
     U.replace("-", "")[:12] + "-" + U.replace("-", "")[12:],  # a dash out of place
     U[:-1], U + "0", U.replace("-", "_"), "", "-" * 36,
+    U + "}", U + "-", U + "urn:", U.replace("-", "") + "uuid:",  # what uuid.UUID strips, after a whole UUID
 ])
 def test_only_the_ascii_forms_cast_devices_send_are_uuids(text):
     with pytest.raises(ValueError):
