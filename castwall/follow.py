@@ -67,7 +67,7 @@ def recent_moves(t: Tracking, now: datetime) -> tuple[str, ...]:
 
 def lan_for(ip: Address, lans: Sequence[Lan]) -> Lan | None:
     """The network an address is on, among this computer's (None: reached through a router)."""
-    return next((lan for lan in lans if ip.version == lan.subnet.version and ip in lan.subnet), None)
+    return next((lan for lan in lans if ip in lan.subnet), None)  # an address is never in another version's network
 
 
 def approvals(previous: State | None, seen: Sequence[Device], owned: Sequence[Rule], lans: Sequence[Lan]) -> tuple[Tracking, ...]:
@@ -95,7 +95,7 @@ def tracked(state: State | None, owned: Sequence[Rule]) -> dict[str, Tracking]:
     """
     out = {t.uuid: t for t in (state.follow if state else ())}
     recorded = {r.owner for r in (state.rules if state else ())} | {r.owner for r in owned if r.owner}
-    for uuid in sorted(u for u in recorded if u and u not in out):
+    for uuid in sorted(u for u in recorded if u not in out):
         device = state.device(uuid) if state else None
         out[uuid] = Tracking(uuid, device.mac if device else None)
     return out
@@ -189,7 +189,7 @@ def plan_follow(
             withdraw(uuid, rules, problem)
             new_follow[uuid] = replace(t, away=problem)
             continue
-        shared = next((name(u) for u in by_mac.get(t.mac or "", ()) if u != uuid), None)
+        shared = next((name(u) for u in by_mac.get(t.mac, ()) if u != uuid), None)
         recorded = devices.get(uuid)
         home = next((r.ip for r in rules if r.is_dial), rules[0].ip if rules else (recorded.ip if recorded else None))
         s = by_uuid.get(uuid)
@@ -226,14 +226,10 @@ def plan_follow(
             verdicts = {ip: _verify(t, ip, answers, shared) for ip in sorted({r.ip for r in rules} | ({home} if home else set()),
                                                                                key=lambda ip: (ip.version, int(ip)))}
             for ip, (ok, why) in verdicts.items():
-                here = [r for r in rules if r.ip == ip]
-                if ok is False and here:
-                    withdraw(uuid, here, f"{why}; its rules return when it answers there again")
+                if ok is False:  # another MAC answers there: away, and the rules there (if any) go
+                    withdraw(uuid, [r for r in rules if r.ip == ip], f"{why}; its rules return when it answers there again")
                     new_follow[uuid] = replace(t, away=why)
-            ok, why = verdicts.get(home, (None, "")) if home else (None, "")
-            if ok is not True:
-                if ok is False and not rules:
-                    new_follow[uuid] = replace(t, away=why)
+            if home is None or verdicts[home][0] is not True:
                 continue
             target = home
             new_follow[uuid] = replace(new_follow[uuid], away=None)

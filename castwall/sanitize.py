@@ -19,7 +19,7 @@ def safe_text(value: object, limit: int = MAX_NAME) -> str:
         if ch.isspace():
             if out and out[-1] != " ":
                 out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):  # Zl, Zp: isspace() above
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
