@@ -33,7 +33,7 @@ def refusal(ip: Address, networks: Sequence[Network], own: Collection[Address], 
     """
     if ip.is_unspecified:
         return f"{ip} is not a host address"
-    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+    if ip == ipaddress.IPv4Address("255.255.255.255"):
         return f"{ip} is the broadcast address"
     if ip.is_multicast:
         return f"{ip} is a multicast address"
@@ -47,7 +47,7 @@ def refusal(ip: Address, networks: Sequence[Network], own: Collection[Address], 
         return f"{ip} is this computer's own address"
     if ip in gateways:
         return f"{ip} is this computer's default gateway, not a Cast device"
-    attached = [n.network for n in networks if n.version == ip.version and ip in n.network]
+    attached = [n.network for n in networks if ip in n.network]  # never a network of the other IP version
     for net in attached:
         if net.version == 4 and net.prefixlen <= 30:
             if ip == net.network_address:
@@ -169,7 +169,6 @@ def plan_setup(
     skipped = [s for s in all_skipped if s.device.uuid in in_scope]
     wanted_ips = {ip: u for u, ip in owner_ip.items() if u in in_scope}
     names = {d.uuid: d.name for d in devices}
-    chosen_names = {c.name for c in chosen}
     deletes: list[Step] = []
     swaps: list[Step] = []  # deletes that run after the adds: the same ports, another form (profile or plain)
     adds: list[Step] = []
@@ -187,9 +186,8 @@ def plan_setup(
                 deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
             else:
                 new = next((w for w in want[1:] if w.app == job), None)
-                if new is None:
-                    reason = f"{job} is not chosen" if job not in chosen_names else f"{job} now needs another rule"
-                    deletes.append(Step(Action.DELETE, r, f"{reason}: castwall gives {names[r.owner]} no {r.traffic}"))
+                if new is None:  # every chosen app has its rule in want
+                    deletes.append(Step(Action.DELETE, r, f"{job} is not chosen: castwall gives {names[r.owner]} no {r.traffic}"))
                 elif new.ports == r.ports:
                     how = ("its ufw profile is installed now" if new.profile else
                            "its ufw profile is missing or changed, so a plain port rule replaces it")
@@ -199,7 +197,7 @@ def plan_setup(
         elif r.ip in wanted_ips:
             # ufw holds one rule per address and traffic: the old owner's must go.
             deletes.append(Step(Action.DELETE, r, f"{r.ip} now belongs to {names[wanted_ips[r.ip]]}"))
-        elif scope is None and r.owner not in owner_ip and job == "dial" and r.ports != port_range:
+        elif scope is None and job == "dial" and r.ports != port_range:  # with no scope, want is None: not seen now
             deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
             adds.append(Step(Action.ADD, Rule(r.ip, port_range, r.owner), "port range changed; device not seen now"))
     untagged = [r for r in firewall if r.owner is None]
@@ -287,7 +285,7 @@ def select_rules_to_remove(
         chosen_rules.update(dict.fromkeys(hits))
     for r in sorted(chosen_rules, key=Rule.sort_key):
         job = apps.purpose(r)
-        what = "" if job == "dial" or job is None else f" ({job})"
+        what = "" if job == "dial" else f" ({job})"  # an owned TCP rule always names its app
         steps.append(Step(Action.DELETE, r, f"remove: {names.get(r.owner, r.owner)}{what}"))
     return steps, unmatched
 
@@ -300,17 +298,18 @@ def uniform(plan: Plan, firewall: str) -> Plan:
     """
     final = plan.wanted_rules()
     owner_of = {r.ip: r.owner for r in final}
-    kinds = {(r.proto, r.ports, r.app) for r in final}
+    kinds: dict[tuple[str, PortRange], str | None] = {}  # what is let in (the app of the first rule that does)
+    for r in sorted(final, key=Rule.sort_key):
+        kinds.setdefault((r.proto, r.ports), r.app)
     deleted = {(s.rule.ip, s.rule.proto, s.rule.ports): s.rule for s in plan.steps if s.action is Action.DELETE}
-    kinds = sorted(kinds, key=lambda k: (k[0] != "udp", k[1], k[2] or ""))
     have = {(r.ip, r.proto, r.ports) for r in final}
-    missing = [(ip, owner, proto, ports, app) for ip, owner in sorted(owner_of.items(), key=lambda item: int(item[0]))
-               for proto, ports, app in kinds if (ip, proto, ports) not in have]
+    missing = [(ip, owner, proto, ports, kinds[proto, ports])
+               for ip, owner in sorted(owner_of.items(), key=lambda item: int(item[0]))
+               for proto, ports in sorted(kinds, key=lambda k: (k[0] != "udp", k[1])) if (ip, proto, ports) not in have]
     stays = [deleted[(ip, proto, ports)] for ip, _, proto, ports, _ in missing if (ip, proto, ports) in deleted]
     extra = [Step(Action.ADD, Rule(ip, ports, owner, proto=proto, app=app),
                   f"{firewall} opens its ports to every address castwall lets in")
              for ip, owner, proto, ports, app in missing if (ip, proto, ports) not in deleted]
-    if not extra and not stays:
-        return plan
-    steps = tuple(s for s in plan.steps if not (s.action is Action.DELETE and s.rule in stays)) + tuple(extra)
+    # A deleted rule that stays loses its delete step (the plan never adds a rule it deletes).
+    steps = tuple(s for s in plan.steps if s.rule not in stays) + tuple(extra)
     return replace(plan, steps=steps, kept=tuple(sorted(plan.kept + tuple(stays), key=Rule.sort_key)))
