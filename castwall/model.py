@@ -186,7 +186,7 @@ class Rule:
     def comment(self) -> str | None:
         if self.owner is None:
             return None
-        if self.proto == "tcp" and not self.profile and self.app:
+        if self.app and not self.profile:  # only a TCP rule has an app
             return f"{TAG_PREFIX}{self.owner}/{self.app}"
         return TAG_PREFIX + self.owner
 

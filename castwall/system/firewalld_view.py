@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from castwall.errors import ToolFailed
-from castwall.model import PortRange, Rule, RuleSet
+from castwall.model import PortRange, Rule, RuleSet, canonical_uuid
 from castwall.system.firewalld_bus import NAME, IpsetInfo, Op, PolicyInfo
 
 SHIPPED_FILES = (Path("/usr/lib/firewalld/ipsets/castwall.xml"), Path("/usr/lib/firewalld/policies/castwall.xml"))
@@ -79,7 +79,7 @@ class Journal:
                            "ports": dict(sorted(self.apps.items()))}, indent=2) + "\n"
 
 
-_KEY = re.compile(r"^tcp/([0-9]{1,5})(?:-([0-9]{1,5}))?$")
+_KEY = re.compile(r"tcp/([0-9]{1,5})(?:-([0-9]{1,5}))?")
 
 
 def read_journal(text: str) -> tuple[Journal, str | None]:
@@ -98,12 +98,11 @@ def read_journal(text: str) -> tuple[Journal, str | None]:
     owners, apps = {}, {}
     for ip, uuid in (data.get("entries") if isinstance(data.get("entries"), dict) else {}).items():
         try:
-            rule = Rule(ipaddress.IPv4Address(ip), PortRange(1, 1), uuid)
+            owners[str(ipaddress.IPv4Address(ip))] = canonical_uuid(uuid)
         except (ValueError, TypeError, AttributeError):
             continue
-        owners[str(rule.ip)] = rule.owner
     for key, app in (data.get("ports") if isinstance(data.get("ports"), dict) else {}).items():
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         try:
             low, high = int(match.group(1)), int(match.group(2) or match.group(1))
             rule = Rule(ipaddress.IPv4Address("0.0.0.0"), PortRange(low, high), None, "tcp", app)
@@ -178,7 +177,7 @@ def rule_set(layer: Layer, journal: Journal) -> RuleSet:
     for ip in sorted(layer.entries, key=lambda a: int(ipaddress.IPv4Address(a))):
         owner = journal.owners.get(ip)
         for spec in sorted(layer.specs):
-            app = journal.apps.get(spec.key) if spec.proto == "tcp" and owner else None
+            app = journal.apps.get(spec.key) if owner else None  # the journal names the apps of TCP ports only
             rules.append(Rule(ipaddress.IPv4Address(ip), spec.ports, owner if spec.proto == "udp" or app else None,
                               spec.proto, app))
     return RuleSet(tuple(rules), tuple(layer.findings()), 0)

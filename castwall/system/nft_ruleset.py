@@ -131,9 +131,7 @@ def _elem_rule(elem) -> tuple[Rule | None, str | None]:
             low, high = port["range"]
         else:
             low = high = port
-        if isinstance(low, bool) or isinstance(high, bool) or not isinstance(low, int) or not isinstance(high, int):
-            raise ValueError("ports")
-        ports = PortRange(low, high)
+        ports = PortRange(low, high)  # which takes whole numbers only (no bool, no text)
     except (KeyError, TypeError, ValueError):
         return None, safe_text(json.dumps(elem), 160)
     owner, app = parse_tag(comment) if isinstance(comment, str) else (None, None)

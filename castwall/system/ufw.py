@@ -15,7 +15,8 @@ from castwall.errors import MissingTool, NeedRoot, ToolFailed
 from castwall.model import TAG_PREFIX, Action, PortRange, Rule, RuleSet, Step, canonical_uuid
 from castwall.system.runner import Runner, missing_tool_message
 
-_TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]{32,36})(?:/([a-z0-9-]{1,41}))?$")
+# The whole comment: castwall:<UUID>[/<app>], the UUID checked by canonical_uuid, the app against the catalogue.
+_TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]+)(?:/(.+))?")
 _KEYWORDS = {"from", "to", "port", "proto", "comment", "app"}
 
 
@@ -33,7 +34,7 @@ def parse_rule_line(line: str) -> Rule | str | None:
         return line if TAG_PREFIX in line else None
     comment = tokens[tokens.index("comment") + 1] if "comment" in tokens[:-1] else ""
     odd = line if comment.startswith(TAG_PREFIX) else None
-    if len(tokens) < 2 or tokens[0] != "ufw" or tokens[1] != "allow":
+    if tokens[:2] != ["ufw", "allow"]:
         return odd
     fields: dict[str, str] = {}
     rest = tokens[2:]
@@ -62,7 +63,7 @@ def parse_rule_line(line: str) -> Rule | str | None:
         return odd
     owner = None
     if comment:
-        match = _TAG_RE.match(comment)
+        match = _TAG_RE.fullmatch(comment)
         if match is None and odd:
             return odd
         if match:
