@@ -33,7 +33,7 @@ MAX_PATH = 256
 # codec registry, which knows names that are no text encoding at all (hex, bz2, rot13).
 READABLE_ENCODINGS = {"utf-8": "UTF-8", "utf8": "UTF-8", "us-ascii": "US-ASCII", "ascii": "US-ASCII",
                       "iso-8859-1": "ISO-8859-1", "latin-1": "ISO-8859-1", "latin1": "ISO-8859-1"}
-_DECLARATION = re.compile(rb"\A(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml\b([^>]{0,200})\?>")
+_DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml\b([^>]{0,200})\?>")  # match(): at the start only
 _DECLARED_ENCODING = re.compile(rb"""\bencoding[ \t\r\n]*=[ \t\r\n]*(?:"([^"]*)"|'([^']*)')""")
 
 
@@ -76,7 +76,7 @@ def parse_response(data: bytes) -> dict[str, str]:
         raise ValueError(f"a reply of {len(data)} bytes is no SSDP response")
     text = data.decode("latin-1")
     lines = text.replace("\r\n", "\n").split("\n")
-    status = lines[0].split(None, 2)
+    status = lines[0].split()  # version, code, then the reason's words
     if len(status) < 2 or status[0] not in ("HTTP/1.1", "HTTP/1.0") or status[1] != "200":
         raise ValueError(f"not an SSDP response: {safe_text(lines[0], 40)!r}")
     headers: dict[str, str] = {}
@@ -99,10 +99,10 @@ def _same_host_url(url: str, source: ipaddress.IPv4Address, what: str) -> tuple[
     parts = urlsplit(url)
     if parts.scheme.lower() != "http":
         raise ValueError(f"its {what} is not an http URL: {safe_text(url, 80)}")
-    if parts.username is not None or parts.password is not None:
+    if parts.username is not None:  # any user information: a password comes with a user name, if only ""
         raise ValueError(f"its {what} carries a user name: {safe_text(url, 80)}")
     try:
-        host = ipaddress.ip_address(parts.hostname or "")
+        host = ipaddress.ip_address(parts.hostname)  # None (no host) is a ValueError too
         port = parts.port
     except ValueError:
         raise ValueError(f"its {what} names no address of the replier: {safe_text(url, 80)}") from None
@@ -190,7 +190,7 @@ def parse_description(data: bytes) -> Description:
     devices = 0
 
     def local(name: str) -> str:
-        return name.rsplit(" ", 1)[-1].rsplit(":", 1)[-1]
+        return name.rpartition(" ")[2].rpartition(":")[2]  # expat gives "namespace name"; a prefix: goes too
 
     def start(name, attrs):
         nonlocal devices
@@ -222,7 +222,7 @@ def parse_description(data: bytes) -> Description:
                          f"line {exc.lineno})") from None
     except (LookupError, UnicodeError, RecursionError, MemoryError) as exc:  # expat's own limits, whatever they are
         raise ValueError(f"its description cannot be read ({type(exc).__name__})") from None
-    if not devices or "UDN" not in fields:
+    if "UDN" not in fields:  # fields are only ever the first device's
         raise ValueError("its description names no device UDN")
     return Description(fields["UDN"], fields.get("friendlyName", ""), fields.get("modelName", ""),
                        fields.get("manufacturer", ""), fields.get("deviceType", ""))
