@@ -12,22 +12,18 @@ import os
 
 import pytest
 
+from tests.conftest import need
 from tests.lab import dashed
 from tests.lab import chromium as harness
 
 pytestmark = pytest.mark.lab
 
 N = 3
-REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
 
 
 @pytest.fixture
 def lab(make_lab):
-    why = harness.missing() or (None if os.access("/usr/sbin/nft", os.X_OK) else "the lab needs nft (nftables)")
-    if why:
-        if REQUIRE_LAB:
-            pytest.fail(f"lab required but unavailable: {why}")
-        pytest.skip(why)
+    need(harness.missing() or (None if os.access("/usr/sbin/nft", os.X_OK) else "the lab needs nft (nftables)"))
     return make_lab(devices=N)
 
 

@@ -16,24 +16,20 @@ import re
 
 import pytest
 
+from tests.conftest import need
 from tests.lab import LOSSY_TABLE, dashed
 from tests.lab import chromium as harness
 
 pytestmark = [pytest.mark.lab, pytest.mark.harness]  # proves the lab itself: on one stack (scripts/test)
 
 N = 3
-REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
 
 
 @pytest.fixture
 def lab_with(make_lab):
     """make_lab, after checking that Chromium and nft are here."""
     def make(**kw):
-        why = harness.missing() or (None if os.access("/usr/sbin/nft", os.X_OK) else "the lab needs nft (nftables)")
-        if why:
-            if REQUIRE_LAB:
-                pytest.fail(f"lab required but unavailable: {why}")
-            pytest.skip(why)
+        need(harness.missing() or (None if os.access("/usr/sbin/nft", os.X_OK) else "the lab needs nft (nftables)"))
         return make_lab(**kw)
     return make
 

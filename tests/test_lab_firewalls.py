@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.conftest import REQUIRE_LAB, lab_or_skip
+from tests.conftest import lab_or_skip, need
 from tests.lab import Lab, dashed
 from tests.lab.firewalls import CASTWALL_XML, firewall_missing
 
@@ -23,11 +23,7 @@ DEB_PYTHON = "/usr/bin/python3"  # python3-nftables and python3-firewall are Deb
 
 def build(kind: str, **kw) -> Lab:
     lab_or_skip()
-    why = firewall_missing(kind)
-    if why:
-        if REQUIRE_LAB:
-            pytest.fail(f"lab required but unavailable: {why}")
-        pytest.skip(why)
+    need(firewall_missing(kind))
     return Lab(firewall=kind, **kw).start()
 
 

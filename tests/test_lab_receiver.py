@@ -12,29 +12,23 @@ a random port in 45000-46999.
 """
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 import tests.lab
+from tests.conftest import need
 from tests.lab import dashed
 from tests.lab.senders import catt_missing, pychromecast_missing
 
 pytestmark = [pytest.mark.lab, pytest.mark.harness]  # proves the lab itself: on one stack (scripts/test)
 
-REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
 MEDIA_RECEIVER = "CC1AD845"
 MEDIA_PORT = 8010
 LAB_MODULES = Path(tests.lab.__file__).parent  # cast_receiver.py's encode_message, for the hostile sender
 
 
-def need(why):
-    if why:
-        if REQUIRE_LAB:
-            pytest.fail(f"lab required but unavailable: {why}")
-        pytest.skip(why)
 
 
 def outcome(run):

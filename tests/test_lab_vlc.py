@@ -9,23 +9,17 @@ device says FINISHED once it has read the stream, or hangs up on VLC when
 the fetch was dropped (cast_receiver.py).
 """
 
-import os
 import re
 
 import pytest
 
+from tests.conftest import need
 from tests.lab.senders import VLC_HTTP_PORT, vlc_missing
 
 pytestmark = pytest.mark.lab
 
-REQUIRE_LAB = os.environ.get("CASTWALL_REQUIRE_LAB") == "1"
 
 
-def need(why):
-    if why:
-        if REQUIRE_LAB:
-            pytest.fail(f"lab required but unavailable: {why}")
-        pytest.skip(why)
 
 
 def stream_url(lab, run) -> bool:

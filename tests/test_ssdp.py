@@ -7,11 +7,9 @@ import struct
 import threading
 import time
 
-import pytest
-
 from castwall.system import ssdp
 from castwall.system.ssdp import MSEARCH, DialSearch, parse_udp, reply_filter
-from tests.conftest import REQUIRE_LAB
+from tests.conftest import need
 
 
 def ipv4_udp(src: str, dst: str, sport: int, dport: int, payload: bytes, *, ihl: int = 5, fragment: int = 0) -> bytes:
@@ -206,10 +204,7 @@ def test_a_forged_first_reply_neither_stands_for_its_address_nor_blocks_the_real
 
 def test_the_packet_socket_s_filter_drops_junk_other_ports_and_repliers_already_heard():
     """As root, on loopback: the filter of the packet socket (IP header first) does what the UDP socket's does."""
-    if os.geteuid() != 0:
-        if REQUIRE_LAB:
-            pytest.fail("CASTWALL_REQUIRE_LAB=1 but not root: a packet socket needs root")
-        pytest.skip("a packet socket needs root")
+    need("a packet socket needs root" if os.geteuid() != 0 else None)
     search = DialSearch([("lo", LOOPBACK)], wire=True)
     search.start()
     assert search.wire_problem is None
