@@ -128,3 +128,18 @@ def test_heavy_libraries_are_imported_lazily():
         top = {n.module if isinstance(n, ast.ImportFrom) else n.names[0].name
                for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))}
         assert not {t for t in top if t and t.split(".")[0] in ("pychromecast", "zeroconf", "scapy")}, module
+
+
+def test_the_test_fakes_point_at_no_file_of_this_machine(tmp_path):
+    """Every path castwall's services use in a CLI test is the test's own: a user who installed the .deb sees the
+    suite pass whatever /etc/ufw, the system bus or systemd hold."""
+    import dataclasses
+
+    from tests.fakes import services
+
+    svc = services(tmp_path)
+    for f in dataclasses.fields(svc.paths):
+        path = getattr(svc.paths, f.name)
+        assert path.is_relative_to(tmp_path), (f.name, path)
+    for name in ("state_file", "follow_record", "nft_include", "firewalld_journal"):
+        assert getattr(svc.paths, name).is_relative_to(tmp_path), name

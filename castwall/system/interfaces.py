@@ -48,7 +48,8 @@ def parse_ip_addr(text: str) -> list[NetInterface]:
             continue
         flags = item.get("flags") if isinstance(item.get("flags"), list) else []
         addrs = []
-        for info in item.get("addr_info") or []:
+        infos = item.get("addr_info")
+        for info in infos if isinstance(infos, list) else []:
             if not isinstance(info, dict) or info.get("family") not in ("inet", "inet6"):
                 continue
             try:

@@ -54,7 +54,9 @@ def parse_ip_neigh(text: str) -> dict[Address, tuple[str, str]]:
         if not isinstance(item, dict):
             continue
         state = item.get("state") or []
-        if not isinstance(state, list) or not _HAVE_MAC.intersection(state):
+        if not isinstance(state, list) or not _HAVE_MAC.intersection(s for s in state if isinstance(s, str)):
+            continue
+        if not isinstance(item.get("dst"), str):  # ip_address() would take a number too
             continue
         try:
             ip = ipaddress.ip_address(item["dst"])
