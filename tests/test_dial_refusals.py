@@ -110,6 +110,17 @@ def test_any_other_location_is_refused_with_the_reason(location, why):
         description_path(headers(location), SOURCE)
 
 
+@pytest.mark.parametrize("fields, why", [
+    ({"st": ST, "usn": "uuid:x"}, "no LOCATION"),
+    ({"st": ST, "location": "", "usn": "uuid:x"}, "no LOCATION"),
+    ({"location": "http://192.168.1.66:8008/d.xml", "usn": "uuid:x"}, "not the DIAL service"),
+    ({"st": "ssdp:all", "location": "http://192.168.1.66:8008/d.xml", "usn": "uuid:x"}, "not the DIAL service"),
+])
+def test_a_reply_for_another_service_or_without_a_location_is_refused(fields, why):
+    with pytest.raises(ValueError, match=why):
+        description_path(fields, SOURCE)
+
+
 def test_a_reply_without_a_usn_is_refused_as_chrome_refuses_it():
     with pytest.raises(ValueError, match="no USN"):
         description_path({"st": ST, "location": "http://192.168.1.66:8008/d.xml"}, SOURCE)
