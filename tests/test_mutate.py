@@ -1,19 +1,9 @@
 """scripts/mutate itself: it makes the mutants it says, puts them in place, and reports one that no test notices."""
 
-import importlib.machinery
-import importlib.util
-import sys
-
 import pytest
 
 from castwall import model
-from tests.lab import REPO
-
-_loader = importlib.machinery.SourceFileLoader("castwall_mutate", str(REPO / "scripts" / "mutate"))
-_spec = importlib.util.spec_from_loader("castwall_mutate", _loader)
-mutate = importlib.util.module_from_spec(_spec)
-sys.modules["castwall_mutate"] = mutate  # its dataclasses look their module up there
-_loader.exec_module(mutate)
+from tests import mutation as mutate
 
 
 def described(file, function):
@@ -63,10 +53,24 @@ def test_a_module_level_pattern_is_put_in_place_too():
         model._MAC_RE = pattern
 
 
-def test_a_mutant_no_test_notices_is_reported_as_a_survivor(monkeypatch):
+def test_a_mutant_no_test_notices_is_reported_as_a_survivor_and_one_listed_as_equivalent_is_not_run():
     # canonical_mac's mutants, judged by tests that never call it: every one survives.
-    monkeypatch.setitem(mutate.BEHAVIOURS, "blind", mutate.Behaviour(
-        "a behaviour with the wrong tests", {"castwall/model.py": ("canonical_mac",)}, ("tests/test_sanitize.py",)))
-    [outcome] = mutate.run(["blind"], jobs=2, budget=None)
-    assert outcome.tried == len(mutate.mutants("castwall/model.py", "canonical_mac")) > 5
+    blind = {"blind": mutate.Behaviour("a behaviour with the wrong tests", {"castwall/model.py": ("canonical_mac",)},
+                                       ("tests/test_sanitize.py",))}
+    every = mutate.mutants("castwall/model.py", "canonical_mac")
+    [outcome] = mutate.run(blind, ["blind"], jobs=2, budget=None, equivalent={every[0].key: "said to be"})
+    assert outcome.tried == len(every) - 1 and len(every) > 5
     assert len(outcome.survived) == outcome.tried and outcome.killed == 0
+    assert outcome.equivalent == [(every[0], "said to be")]
+
+
+def test_the_behaviours_scripts_mutate_checks_name_functions_and_tests_that_exist():
+    import runpy
+
+    table = runpy.run_path(str(mutate.REPO / "scripts" / "mutate"), run_name="castwall_mutate")
+    for name, b in table["BEHAVIOURS"].items():
+        for test in b.tests:
+            assert (mutate.REPO / test).is_file(), (name, test)
+        for file, functions in b.targets.items():
+            for function in functions:
+                assert mutate.mutants(file, function), (name, file, function)
