@@ -256,7 +256,7 @@ def follow_mode(bench: Bench, out: dict, n: int) -> None:
     print(f"   follow run after {len(movers)} device(s) moved, and the same by hand with ufw", flush=True)
     passes, manual = [], []
     for k in range(bench.repeat):
-        for i, (d, home) in enumerate(zip(movers, homes)):
+        for i, (d, home) in enumerate(zip(movers, homes, strict=True)):
             lab.move(d, home if k % 2 else f"{lab.subnet}.{200 + i}")
         time.sleep(QUIET)
         t, done = timed(lambda: bench.castwall("follow", "run"))
@@ -596,10 +596,11 @@ def firewall_rows(s: dict, head: str) -> list[str]:
         if f"{backend.name}_setup" not in s:
             continue
 
-        def get(key: str):
+        def get(key: str, backend=backend):  # called in this iteration only
             return s.get(f"{backend.name}_{key}")
 
-        def row(what: str, ours: float | None, theirs_text: str, theirs: float | None, extra: str = "") -> str:
+        def row(what: str, ours: float | None, theirs_text: str, theirs: float | None, extra: str = "",
+                backend=backend) -> str:
             return (f"| {head}: {backend.name} {what} | {ms(ours)}{extra} | {theirs_text.format(n=n)} {ms(theirs)} | "
                     f"{ratio(ours, theirs, fine=True)} | |")
 

@@ -181,7 +181,7 @@ def collate(announcements: Iterable[Announcement], dial: Iterable[Device | Rejec
         else:
             by_uuid[got.uuid].append(got)
     devices = []
-    for uuid, seen in by_uuid.items():
+    for seen in by_uuid.values():
         addresses: list[Address] = sorted({d.ip for d in seen}, key=int)
         here = [d for d in seen if d.ip == addresses[0]]
         first = next((d for d in here if "dial" not in d.found_by), here[0])  # an announcement says more

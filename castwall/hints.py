@@ -248,7 +248,7 @@ def plain_rows(reservations: Sequence[Reservation]) -> list[str]:
     rows = [["HOST NAME", "MAC ADDRESS", "IP ADDRESS", "DEVICE"]]
     rows += [[r.host, r.mac, str(r.ip), r.name + ("" if r.seen else " (not seen now)")] for r in reservations]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3] for row in rows]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[3] for row in rows]  # the last column unpadded
 
 
 def _header(hints: Hints, *lines: str, mark: str = "#") -> list[str]:

@@ -141,13 +141,13 @@ class FakeUfw:
         words = list(args)
         if "comment" in words:
             words = words[: words.index("comment")]
-        fields = dict(zip(words[1::2], words[2::2])) if words and words[0] == "allow" else {}
+        fields = dict(zip(words[1::2], words[2::2], strict=False)) if words and words[0] == "allow" else {}
         return (words[0] if words else "", fields.get("proto"), fields.get("from"), fields.get("to"), fields.get("port"),
                 fields.get("app"))
 
     @staticmethod
     def _line(args: Sequence[str]) -> str:
-        fields = dict(zip(args[1::2], args[2::2]))
+        fields = dict(zip(args[1::2], args[2::2], strict=False))
         if "app" in fields:
             line = f"ufw allow from {fields['from']} to any app {fields['app']}"
         else:
@@ -161,7 +161,7 @@ class FakeUfw:
         words = shlex.split(line)[1:]
         out = [words[0]]
         rest = words[1:]
-        pairs = dict(zip(rest[::2], rest[1::2]))
+        pairs = dict(zip(rest[::2], rest[1::2], strict=False))
         for key in ("proto", "from", "to", "port", "app", "comment"):
             if key in pairs:
                 out += [key, pairs[key]]

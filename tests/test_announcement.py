@@ -18,7 +18,10 @@ def txt(*entries: bytes) -> bytes:
     return b"".join(bytes([len(e)]) + e for e in entries)
 
 
-def cast(ip="192.168.77.101", *, fn=b"Living Room TV", md=b"Chromecast", uuid=UUID_HEX.encode(), port=8009,
+UUID_BYTES = UUID_HEX.encode()
+
+
+def cast(ip="192.168.77.101", *, fn=b"Living Room TV", md=b"Chromecast", uuid=UUID_BYTES, port=8009,
          instance="Chromecast-" + UUID_HEX, more=()) -> Announcement:
     entries = [b"id=" + uuid, b"md=" + md, b"fn=" + fn, b"ve=05", *more]
     addrs = tuple(socket.inet_aton(a) for a in ([ip] if isinstance(ip, str) else ip))

@@ -77,7 +77,7 @@ def test_the_package_installs_the_man_page_and_depends_on_what_setup_py_requires
     assert "${python3:Depends}" in depends and "pychromecast" not in depends and "python3-pychromecast" in suggests
     overrides = (ROOT / "debian" / "py3dist-overrides").read_text()
     setup_text = (ROOT / "setup.py").read_text()
-    for name, floor in re.findall(r'"(\w+)>=([\d.]+)"', setup_text):
+    for name, _floor in re.findall(r'"(\w+)>=([\d.]+)"', setup_text):
         assert f"{name} python3-{name}; PEP386" in overrides, name
 
 

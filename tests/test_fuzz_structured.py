@@ -64,7 +64,7 @@ interfaces = st.lists(st.fixed_dictionaries({
 def test_ip_addr_reads_every_interface_and_address_of_a_valid_document(doc):
     got = parse_ip_addr(json.dumps(doc))
     assert [i.name for i in got] == [d["ifname"] for d in doc]
-    for item, iface in zip(doc, got):
+    for item, iface in zip(doc, got, strict=True):
         assert iface.up == ("UP" in item["flags"] and item["operstate"] != "DOWN")
         assert (iface.multicast, iface.loopback) == ("MULTICAST" in item["flags"], "LOOPBACK" in item["flags"])
         assert iface.addresses == tuple(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}") for a in item["addr_info"])
@@ -141,7 +141,7 @@ def test_proc_net_arp_reads_every_complete_entry_of_a_valid_table(entries):
 @given(st.lists(arp_entry, max_size=6), st.lists(st.text(max_size=60), max_size=3))
 def test_proc_net_arp_skips_damaged_lines_and_keeps_the_rest(entries, junk):
     got = parse_proc_arp(arp_text(entries, junk))
-    for ip, flags, mac, dev in entries:
+    for ip, flags, _mac, _dev in entries:
         if int(flags, 16) & 0x2 and not any(line.split()[:1] == [ip] for line in junk):
             assert ipaddress.ip_address(ip) in got
 

@@ -71,7 +71,7 @@ def test_setup_reload_move_follow_and_remove_on_an_admins_ruleset(make_lab):
     assert ("python3-nftables in castwall's process" if LIBRARY else "the nft command, one batch") in done.stderr
     assert 'unless /etc/nftables.conf ends with this line: include "' in done.stderr
     assert [(ip, proto) for ip, proto, _ in castwall_elements(lab)] == [(tv.ip, "udp"), (speaker.ip, "udp")]
-    assert all(c == f"castwall:{dashed(d.uuid)}" for (_, _, c), d in zip(castwall_elements(lab), (tv, speaker)))
+    assert all(c == f"castwall:{dashed(d.uuid)}" for (_, _, c), d in zip(castwall_elements(lab), (tv, speaker), strict=True))
     assert admins_part(lab) == before  # the admin's tables, chains, rules and sets, untouched
     assert lab.udp_reaches(senders, IN_RANGE) == {"tv", "speaker"}
     state = json.loads((lab.state_dir / "state.json").read_text())

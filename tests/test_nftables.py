@@ -73,7 +73,7 @@ def test_castwall_elements_are_its_rules_and_an_untagged_element_is_the_admins()
              rule(nr.RULE_EXPR, handle=7, comment="castwall"), rule(ACCEPT_SSH, handle=8)]
     found = nr.find(items, CHAIN)
     assert set(found.rules) == {UDP, VLC, Rule(ipaddress.ip_address("192.168.77.50"), PortRange(631, 631), None, proto="tcp")}
-    assert found.rule_handles == (7,) and found.rule_first and found.set_ok and not found.odd
+    assert found.rule_handles == (7,) and found.set_ok and not found.odd
 
 
 @pytest.mark.parametrize("bad", [

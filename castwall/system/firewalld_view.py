@@ -248,14 +248,14 @@ def change_ops(view: View, ips: Iterable[str], specs: Iterable[Spec] | None) -> 
     layers = (view.runtime, view.permanent)
     if specs is not None:
         specs = set(specs)
-        for layer, perm in zip(layers, (False, True)):
+        for layer, perm in zip(layers, (False, True), strict=True):
             ops += [Op("add-rule", perm, s.rich_rule) for s in sorted(specs - layer.specs)]
-        for layer, perm in zip(layers, (False, True)):
+        for layer, perm in zip(layers, (False, True), strict=True):
             ops += [Op("remove-rule", perm, s.rich_rule) for s in sorted((live.specs - specs) & layer.specs)]
     order = lambda a: int(ipaddress.IPv4Address(a))  # noqa: E731
-    for layer, perm in zip(layers, (False, True)):
+    for layer, perm in zip(layers, (False, True), strict=True):
         ops += [Op("add-entry", perm, ip) for ip in sorted(ips - layer.entries, key=order)]
-    for layer, perm in zip(layers, (False, True)):
+    for layer, perm in zip(layers, (False, True), strict=True):
         ops += [Op("remove-entry", perm, ip) for ip in sorted((live.entries - ips) & layer.entries, key=order)]
     return ops
 

@@ -57,7 +57,6 @@ class Found:
     set_present: bool
     set_ok: bool  # the set has castwall's type and flags
     rule_handles: tuple[int, ...]  # castwall's rules in the chain (normally one)
-    rule_first: bool  # castwall's rule is the chain's first rule
     chain_present: bool
     foreign: int = 0  # elements of the set that are not castwall's shape: someone else's, so the set stays
 
@@ -162,8 +161,6 @@ def find(items: Sequence[dict], chain: NftChain) -> Found:
     set_present = set_ok = chain_present = False
     foreign = 0
     handles: list[int] = []
-    first = False
-    position = 0
     for item in items:
         if isinstance(item.get("set"), dict):
             s = item["set"]
@@ -190,14 +187,12 @@ def find(items: Sequence[dict], chain: NftChain) -> Found:
             r = item["rule"]
             if (r.get("family"), r.get("table"), r.get("chain")) != (chain.family, chain.table, chain.chain):
                 continue
-            position += 1
             if r.get("comment") == RULE_COMMENT:
                 if r.get("expr") == RULE_EXPR and isinstance(r.get("handle"), int):
                     handles.append(r["handle"])
-                    first = first or position == 1
                 else:
                     odd.append(f"rule in chain {chain} with castwall's comment but another match (handle {r.get('handle')})")
-    return Found(tuple(rules), tuple(odd), set_present, set_ok, tuple(handles), first, chain_present, foreign)
+    return Found(tuple(rules), tuple(odd), set_present, set_ok, tuple(handles), chain_present, foreign)
 
 
 def element(rule: Rule) -> dict:

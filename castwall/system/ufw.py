@@ -40,7 +40,7 @@ def parse_rule_line(line: str) -> Rule | str | None:
     rest = tokens[2:]
     if len(rest) % 2:
         return odd
-    for key, value in zip(rest[::2], rest[1::2]):
+    for key, value in zip(rest[::2], rest[1::2], strict=True):
         if key not in _KEYWORDS or key in fields:
             return odd
         fields[key] = value
@@ -133,7 +133,7 @@ def installed_profiles(path: Path) -> tuple[frozenset[str], str | None]:
 def _ipv6_only(line: str) -> bool:
     """Whether a rule line names an IPv6 address, so it is not in ufw's IPv4 list."""
     words = line.split()
-    for key, value in zip(words, words[1:]):
+    for key, value in zip(words, words[1:], strict=False):  # each word and the next
         if key in ("from", "to"):
             try:
                 if ipaddress.ip_network(value.strip("'\""), strict=False).version == 6:

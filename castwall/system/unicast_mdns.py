@@ -104,11 +104,11 @@ class UnicastAsker:
         """What each known device answered, and the questions that would complete it."""
         found, missing = [], {}
         for source, records in self.records.items():
-            def of(name: str, rtype: int) -> list:
+            def of(name: str, rtype: int, records=records) -> list:  # bound: assemble calls it at once
                 return [r for r in records if r.type == rtype and r.name.lower() == name.lower()]
 
             for instance in dict.fromkeys(ptr.alias for ptr in of(SERVICE, TYPE_PTR)):
-                announcement, wanted = assemble(instance, of, via="mdns-unicast", own=lambda raw: raw == source.packed)
+                announcement, wanted = assemble(instance, of, via="mdns-unicast", own=lambda raw, source=source: raw == source.packed)
                 if wanted:
                     missing.setdefault(source, []).extend(wanted)
                 found.append(announcement)
