@@ -12,6 +12,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 TAG_PREFIX = "castwall:"
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# After the prefix: the UUID (canonical_uuid checks it), then an app's name (the catalogue checks it) if any.
+_TAG_RE = re.compile(r"([0-9a-fA-F-]+)(?:/([a-z0-9-]+))?")
 
 
 # The two forms Cast devices send (TXT id= without dashes, the UDN with them), in ASCII hex only:
@@ -28,6 +30,25 @@ def canonical_uuid(text: str) -> str:
     if not _UUID_RE.fullmatch(text):
         raise ValueError(f"not a UUID: {text[:60]!r}")
     return str(uuidlib.UUID(hex=text))
+
+
+def format_tag(owner: str, app: str | None = None) -> str:
+    """castwall's tag, the comment that marks a rule as castwall's: castwall:<UUID>, or castwall:<UUID>/<app>."""
+    return f"{TAG_PREFIX}{owner}/{app}" if app else TAG_PREFIX + owner
+
+
+def parse_tag(comment: str) -> tuple[str, str | None] | None:
+    """The owner and app a tag names, read exactly (the whole comment); None for a comment that is no tag.
+
+    Raises ValueError for a comment that starts as castwall's tag but is not one castwall writes (no UUID,
+    whitespace, an empty or odd app): every backend reports such a rule, and never changes it.
+    """
+    if not comment.startswith(TAG_PREFIX):
+        return None
+    match = _TAG_RE.fullmatch(comment, len(TAG_PREFIX))
+    if match is None:
+        raise ValueError(f"not a castwall tag: {comment[:80]!r}")
+    return canonical_uuid(match.group(1)), match.group(2)
 
 
 def canonical_mac(text: str) -> str:
@@ -186,9 +207,7 @@ class Rule:
     def comment(self) -> str | None:
         if self.owner is None:
             return None
-        if self.app and not self.profile:  # only a TCP rule has an app
-            return f"{TAG_PREFIX}{self.owner}/{self.app}"
-        return TAG_PREFIX + self.owner
+        return format_tag(self.owner, None if self.profile else self.app)  # a profile names its app itself
 
     @property
     def is_dial(self) -> bool:

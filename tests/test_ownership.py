@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from castwall.model import PortRange, Rule
+from castwall.model import PortRange, Rule, format_tag, parse_tag
 from castwall.system import nft_ruleset
 from castwall.system.firewalld_view import IpsetInfo, Journal, Layer, PolicyInfo, Spec, read_journal, rule_set
 from castwall.system.ufw import parse_rule_line
@@ -96,7 +96,6 @@ def element(addr="192.168.77.101", proto="udp", port=None, comment=None):
     (element(), Rule(IP, PR, None)),
     (element(comment="mine"), Rule(IP, PR, None)),
     (element(comment="012345678" + U), Rule(IP, PR, None)),  # as long as the prefix, but not it
-    (element(comment="castwall:nope"), Rule(IP, PR, None)),
     (element(proto="tcp", port=8010, comment=f"castwall:{U}/vlc"), Rule(IP, VLC, U, "tcp", "vlc")),
     (element(proto="tcp", port=8010, comment=f"castwall:{U}/tcp-range"), Rule(IP, VLC, U, "tcp", "tcp-range")),
 ])
@@ -107,6 +106,8 @@ def test_nft_elements_of_castwalls_shape_and_whose_they_are(elem, rule):
 
 @pytest.mark.parametrize("elem", [
     element(comment=f"castwall:{U}/vlc"),  # a DIAL rule names no app
+    element(comment="castwall:nope"), element(comment=f"castwall: {U}"), element(comment=f"castwall:{U}/"),
+    element(comment=f"castwall:{U}/a/b"),  # tagged, but no tag castwall writes: as ufw's, odd
     element(proto="tcp", port=8010, comment=f"castwall:{U}/nosuch"),
     element(proto="sctp", comment=f"castwall:{U}"), element(proto="sctp"),
     element(port=True), element(port="8010"), element(port={"range": [60999, 32768]}),
@@ -123,13 +124,21 @@ def test_an_odd_elements_text_is_bounded():
     assert got is None and len(odd) == 160 and odd.endswith("\u2026")
     got, odd = nft_ruleset._elem_rule(element(proto="tcp", port=8010, comment=f"castwall:{U}/" + "a" * 300))
     assert got is None and len(odd) == 160
+    got, odd = nft_ruleset._elem_rule(element(comment="castwall:" + "x" * 300))
+    assert got is None and len(odd) == 160
 
 
-def test_nft_tags_read_exactly():
-    assert nft_ruleset.parse_tag(f"castwall:{U}") == (U, None)
-    assert nft_ruleset.parse_tag(f"castwall:{U.upper()}/vlc") == (U, "vlc")
-    for other in ("", "castwall:", "castwall:nope", "012345678" + U, f"xcastwall:{U}", U):
-        assert nft_ruleset.parse_tag(other) == (None, None), other
+def test_one_tag_codec_reads_exactly_what_it_writes():
+    assert parse_tag(format_tag(U)) == (U, None) and format_tag(U) == f"castwall:{U}"
+    assert parse_tag(format_tag(U, "vlc")) == (U, "vlc") and format_tag(U, "vlc") == f"castwall:{U}/vlc"
+    assert parse_tag(f"castwall:{U.upper()}/tcp-range") == (U, "tcp-range")
+    assert parse_tag(f"castwall:{U.replace('-', '')}") == (U, None)
+    for other in ("", "mine", "012345678" + U, f"xcastwall:{U}", U, f" castwall:{U}"):
+        assert parse_tag(other) is None, other  # no tag at all: the user's
+    for bad in ("castwall:", "castwall:nope", f"castwall: {U}", f"castwall:{U} ", f"castwall:{U}\n", f"castwall:{U}/",
+                f"castwall:{U}/VLC", f"castwall:{U}/a/b", f"castwall:{U}/vlc\n", "castwall:" + "-" * 36, f"castwall:/{U}"):
+        with pytest.raises(ValueError):
+            parse_tag(bad)  # castwall's prefix, not castwall's tag: odd
 
 
 # firewalld: rich rules carry no comment, so castwall's journal names the owners

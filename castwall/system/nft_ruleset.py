@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from castwall import apps
-from castwall.model import TAG_PREFIX, NftChain, PortRange, Rule, canonical_uuid
+from castwall.model import NftChain, PortRange, Rule, parse_tag
 from castwall.sanitize import safe_text
 
 SET = "castwall"  # not "devices": that is a keyword of nft 1.0.6's grammar, and a set so named cannot be listed
@@ -133,25 +133,18 @@ def _elem_rule(elem) -> tuple[Rule | None, str | None]:
         ports = PortRange(low, high)  # which takes whole numbers only (no bool, no text)
     except (KeyError, TypeError, ValueError):
         return None, safe_text(json.dumps(elem), 160)
-    owner, app = parse_tag(comment) if isinstance(comment, str) else (None, None)
-    if owner is None:
+    try:
+        tag = parse_tag(comment) if isinstance(comment, str) else None
+    except ValueError:  # it starts as castwall's tag and is not one
+        return None, safe_text(f"{ip} . {proto} . {ports} comment {comment}", 160)
+    if tag is None:
         return Rule(ip, ports, None, proto=proto), None
+    owner, app = tag
     if proto == "udp":
         return (Rule(ip, ports, owner), None) if app is None else (None, f"{ip} . udp . {ports} comment {comment}")
     if app not in apps.BY_NAME and app != apps.TCP_RANGE:
         return None, safe_text(f"{ip} . tcp . {ports} comment {comment}", 160)
     return Rule(ip, ports, owner, proto="tcp", app=app), None
-
-
-def parse_tag(comment: str) -> tuple[str | None, str | None]:
-    """The owner and app a castwall:<UUID>[/<app>] comment names; (None, None) for any other comment."""
-    if not comment.startswith(TAG_PREFIX):
-        return None, None
-    owner, _, app = comment[len(TAG_PREFIX):].partition("/")
-    try:
-        return canonical_uuid(owner), (app or None)
-    except ValueError:
-        return None, None
 
 
 def find(items: Sequence[dict], chain: NftChain) -> Found:

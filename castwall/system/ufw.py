@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import shlex
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,11 +11,9 @@ from typing import Callable, Sequence
 from castwall import apps
 from castwall.apply import undo_each
 from castwall.errors import MissingTool, NeedRoot, ToolFailed
-from castwall.model import TAG_PREFIX, Action, PortRange, Rule, RuleSet, Step, canonical_uuid
+from castwall.model import TAG_PREFIX, Action, PortRange, Rule, RuleSet, Step, parse_tag
 from castwall.system.runner import Runner, missing_tool_message
 
-# The whole comment: castwall:<UUID>[/<app>], the UUID checked by canonical_uuid, the app against the catalogue.
-_TAG_RE = re.compile(re.escape(TAG_PREFIX) + r"([0-9a-fA-F-]+)(?:/(.+))?")
 _KEYWORDS = {"from", "to", "port", "proto", "comment", "app"}
 
 
@@ -61,26 +58,22 @@ def parse_rule_line(line: str) -> Rule | str | None:
             ports = PortRange(int(low), int(high or low))
     except ValueError:
         return odd
+    try:
+        tag = parse_tag(comment)
+    except ValueError:
+        return odd
     owner = None
-    if comment:
-        match = _TAG_RE.fullmatch(comment)
-        if match is None and odd:
+    if tag:
+        owner, named = tag
+        if proto == "udp" and named:
             return odd
-        if match:
-            try:
-                owner = canonical_uuid(match.group(1))
-            except ValueError:
+        if profiled is not None and named not in (None, app):
+            return odd
+        if proto == "tcp" and profiled is None:
+            # A plain TCP rule of castwall's names its app in the tag: castwall:<UUID>/<app>.
+            if named not in apps.BY_NAME and named != apps.TCP_RANGE:
                 return odd
-            named = match.group(2)
-            if proto == "udp" and named:
-                return odd
-            if profiled is not None and named not in (None, app):
-                return odd
-            if proto == "tcp" and profiled is None:
-                # A plain TCP rule of castwall's names its app in the tag: castwall:<UUID>/<app>.
-                if named not in apps.BY_NAME and named != apps.TCP_RANGE:
-                    return odd
-                app = named
+            app = named
     if profiled is not None and owner is None:
         # The user's own rule through castwall's profile: castwall reads it as the ports it opens, and never changes it.
         return Rule(ip, ports, None, proto="tcp")
