@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 from castwall.errors import BadData, MissingTool, ToolFailed
 from castwall.hints import Hints, Reservation, render_dnsmasq
 from castwall.sanitize import safe_text
+from castwall.system.host import write_file
 from castwall.system.runner import Runner
 
 DROPIN_NAME = "castwall.conf"
@@ -212,7 +213,7 @@ class Dnsmasq:
         """
         if change.new is None:
             return
-        self._write(self.staged, change.new)
+        write_file(self.staged, change.new)
         done = self.runner.run(["dnsmasq", "--test", f"--conf-file={self.staged}"], timeout=30)
         if done.returncode != 0:
             self.discard()
@@ -251,25 +252,15 @@ class Dnsmasq:
         if text is None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+            self._sync_dir()
         else:
-            self._write(self.staged, text)
-            os.replace(self.staged, self.path)
-        self._sync_dir()
+            write_file(self.path, text)
 
     def _restart(self, unit: str) -> None:
         done = self.runner.run(["systemctl", "restart", unit], timeout=60)
         if done.returncode != 0:
             raise ToolFailed(f"'systemctl restart {unit}' failed: {safe_text(done.last_line(), 200)}")
 
-    def _write(self, path: Path, text: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
 
     def _sync_dir(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -110,22 +110,26 @@ def keep_copy(path: Path, stamp: str) -> Path | None:
     raise OSError(errno.EEXIST, f"too many copies of the unusable {path.name}")
 
 
-def write_file(path: Path, text: str) -> None:
-    """Replace a file atomically (a temporary file, fsync, rename), readable by everyone.
+def write_file(path: Path, data: str | bytes, *, keep_mode: bool = False) -> None:
+    """Replace a file atomically (a temporary file, fsync, rename, fsync of the directory): castwall's one writer.
 
-    Raises OSError; the old file is then untouched.
+    The file is readable by everyone (0644), or with keep_mode keeps the mode of the file it replaces (0640 for a
+    new one: another program's file, such as ufw's). Raises OSError; the old file is then untouched.
     """
     tmp = None
     try:
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        mode = 0o644
+        if keep_mode:
+            mode = path.stat().st_mode & 0o7777 if path.exists() else 0o640
         # A fresh name, created with O_EXCL: never a file or link someone put there first.
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
         # Callers hold the run lock: any other temporary file is left from a killed run.
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
@@ -136,7 +140,7 @@ def write_file(path: Path, text: str) -> None:
             os.fsync(dirfd)
         finally:
             os.close(dirfd)
-    except OSError:
+    except BaseException:  # an OSError, or an interruption: no temporary file is left
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -20,12 +20,12 @@ import importlib.util
 import io
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 from castwall.errors import CastwallError, NeedRoot, ToolFailed
 from castwall.model import RuleSet, Step
+from castwall.system.host import write_file
 from castwall.system.runner import SAFE_PATH, Runner
 from castwall.system.ufw import UfwCommon, UfwFirewall, outcome, parse_show_added
 
@@ -296,16 +296,4 @@ def _replace(path: Path, data: bytes | None) -> None:
     if data is None:
         path.unlink(missing_ok=True)
         return
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o640
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_file(path, data, keep_mode=True)
