@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from castwall import __version__
 from castwall.cli import cli
-from castwall.errors import BadData, ExitCode
+from castwall.errors import BadData, ExitCode, UsageError
 from castwall.model import Kind
 from castwall.announcement import Announcement
 from tests.fakes import FakeUfw, announcement, data, device, dial_reply, services, txt_record
@@ -54,6 +54,36 @@ def test_an_unknown_castwall_ufw_value_is_a_usage_error_before_anything_runs(lan
     result = run(lan, "setup", "--yes")
     assert result.exit_code == 2 and "CASTWALL_UFW must be 'auto' or 'cli', not 'fast'" in result.output
     assert mutating(lan.ufw) == [] and not lan.paths.state_file.exists()
+
+
+@pytest.mark.parametrize("name, value, choices", [
+    ("CASTWALL_DIAL", "maybe", "'on' or 'off'"), ("CASTWALL_UFW", "library", "'auto' or 'cli'"),
+    ("CASTWALL_NFT", "1", "'auto' or 'cli'"), ("CASTWALL_FIREWALLD", "dbus", "'auto' or 'cli'"),
+])
+def test_every_backend_switch_is_read_one_way_and_an_unknown_value_is_a_usage_error(monkeypatch, name, value, choices):
+    from castwall.system.host import switch
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match=f"^{name} must be {choices}, not '{value}'$"):
+        switch(name, tuple(c.strip("'") for c in choices.split(" or ")))
+    monkeypatch.setenv(name, " CLI ")
+    assert switch(name, ("auto", "cli")) == "cli"  # case and blanks do not matter
+    monkeypatch.setenv(name, "")
+    assert switch(name, ("auto", "cli")) == "auto"  # empty is the default, as unset is
+    monkeypatch.delenv(name)
+    assert switch(name, ("on", "off")) == "on"
+
+
+def test_castwall_dial_off_means_no_search_and_anything_else_is_a_usage_error(monkeypatch):
+    from castwall.commands.services import dial_search
+
+    notes = []
+    monkeypatch.setenv("CASTWALL_DIAL", "off")
+    assert dial_search([], wire=False, misplaced=None, may_fetch=None, note=notes.append) is None
+    assert notes == ["DIAL: off (CASTWALL_DIAL=off)"]
+    monkeypatch.setenv("CASTWALL_DIAL", "maybe")
+    with pytest.raises(UsageError, match="CASTWALL_DIAL must be 'on' or 'off', not 'maybe'"):
+        dial_search([], wire=False, misplaced=None, may_fetch=None, note=notes.append)
 
 
 def test_debug_says_which_ufw_path_ran_and_how_long_the_phases_took(lan):

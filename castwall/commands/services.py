@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -13,7 +12,6 @@ import click
 
 from castwall.announcement import Announcement
 from castwall.apply import Firewall
-from castwall.errors import UsageError
 from castwall.model import FirewallChoice, NftChain
 from castwall.system import host
 from castwall.system.arp import packet_arp
@@ -39,10 +37,7 @@ def dial_search(interfaces, *, wire: bool, misplaced, may_fetch, note) -> DialSe
 
     Raises UsageError for another value of CASTWALL_DIAL.
     """
-    setting = os.environ.get(DIAL_ENV, "on")
-    if setting not in ("on", "off", ""):
-        raise UsageError(f"{DIAL_ENV} must be 'on' or 'off', not {setting!r}")
-    if setting == "off":
+    if host.switch(DIAL_ENV, ("on", "off")) == "off":
         note("DIAL: off (CASTWALL_DIAL=off)")
         return None
     from castwall.system.ssdp import DialSearch
@@ -65,7 +60,7 @@ class Services:
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     lock_wait: float = 10.0
     debug: bool = False
-    ufw_path: str = field(default_factory=lambda: os.environ.get("CASTWALL_UFW", "auto"))
+    ufw_path: str | None = None  # "auto" or "cli"; None: CASTWALL_UFW says
     firewall_given: str | None = None  # --firewall
     nft_chain: NftChain | None = None  # --nft-chain
     nft_cli: bool | None = None  # True: the nft command through runner, never libnftables (None: CASTWALL_NFT decides)
@@ -118,11 +113,10 @@ class Services:
 
     def ufw_backend(self) -> UfwFirewall | UfwLibrary:
         """ufw's Python library in this process where it loads (as root), else the ufw command."""
-        if self.ufw_path not in ("auto", "cli", ""):
-            raise UsageError(f"CASTWALL_UFW must be 'auto' or 'cli', not {self.ufw_path!r}")
+        path = host.switch("CASTWALL_UFW", ("auto", "cli"), self.ufw_path)
         cli = UfwFirewall(self.runner)
         why = None
-        if self.ufw_path == "cli":
+        if path == "cli":
             why = "CASTWALL_UFW=cli"
         elif not self.is_root():
             why = "not root"

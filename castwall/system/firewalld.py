@@ -24,12 +24,12 @@ from castwall.model import Action, Rule, RuleSet, Step
 from castwall.system.firewalld_bus import NAME, BusTransport, CommandTransport, Op, Transport
 from castwall.system.firewalld_view import (SHIPPED_FILES, Journal, Layer, View, after_setup, change_ops, command_text,
                                             product, read_journal, rule_set, setup_ops, traffic)
-from castwall.system.host import keep_copy, write_file
+from castwall.system.host import keep_copy, switch, write_file
 from castwall.system.runner import Runner, missing_tool_message
 
 def forced_cli(environ: Mapping[str, str] = os.environ) -> bool:
     """CASTWALL_FIREWALLD=cli asks for the firewall-cmd path even where python3-firewall is installed."""
-    return environ.get("CASTWALL_FIREWALLD", "").strip().lower() == "cli"
+    return switch("CASTWALL_FIREWALLD", ("auto", "cli"), environ.get("CASTWALL_FIREWALLD", "")) == "cli"
 
 
 class FirewalldFirewall:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from castwall.errors import BadData, Busy
+from castwall.errors import BadData, Busy, UsageError
 from castwall.model import State
 from castwall.sanitize import safe_text
 from castwall.state import dump_state, load_state
@@ -108,6 +108,18 @@ def keep_copy(path: Path, stamp: str) -> Path | None:
         except FileExistsError:
             continue
     raise OSError(errno.EEXIST, f"too many copies of the unusable {path.name}")
+
+
+def switch(name: str, choices: tuple[str, ...], value: str | None = None) -> str:
+    """A CASTWALL_* switch's setting: value (None: the environment's), one of choices; unset or empty is the first.
+
+    castwall's one reading of its switches. Raises UsageError, naming the switch and its choices, for anything else.
+    """
+    raw = os.environ.get(name, "") if value is None else value
+    setting = raw.strip().lower() or choices[0]
+    if setting not in choices:
+        raise UsageError(f"{name} must be {' or '.join(repr(c) for c in choices)}, not {raw!r}")
+    return setting
 
 
 def write_file(path: Path, data: str | bytes, *, keep_mode: bool = False) -> None:

@@ -94,7 +94,7 @@ class NftablesFirewall:
                  *, cli: bool | None = None, note: Callable[[str], None] = lambda s: None):
         self.runner, self.chain, self.include, self.conf = runner, chain, include, conf
         self.note = note
-        self.cli = os.environ.get(ENV, "auto") == "cli" if cli is None else cli
+        self.cli = host.switch(ENV, ("auto", "cli")) == "cli" if cli is None else cli
         self._io: _Library | _Command | None = None
         self._found: nr.Found | None = None
         self._adds: list[Rule] = []
