@@ -143,3 +143,11 @@ def test_the_test_fakes_point_at_no_file_of_this_machine(tmp_path):
         assert path.is_relative_to(tmp_path), (f.name, path)
     for name in ("state_file", "follow_record", "nft_include", "firewalld_journal"):
         assert getattr(svc.paths, name).is_relative_to(tmp_path), name
+
+
+def test_the_command_line_offers_the_firewalls_the_model_knows():
+    """cli_params keeps its own copy of the names, so that --help imports no model: the two must agree."""
+    from castwall.cli_params import FIREWALL_NAMES
+    from castwall.model import FIREWALLS
+
+    assert FIREWALL_NAMES == FIREWALLS
