@@ -49,8 +49,8 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.lab import Lab, missing_requirements  # noqa: E402
-from tests.lab.firewalls import firewall_missing  # noqa: E402
+from tests.lab import Lab, missing_requirements
+from tests.lab.firewalls import firewall_missing
 
 PYTHON = "/usr/bin/python3"  # Debian's Python and libraries, as the .deb runs
 PYPI_VENV = Path(os.environ.get("CASTWALL_PYPI_VENV", "/var/tmp/castwall-pypi-venv"))

@@ -171,7 +171,7 @@ def test_any_state_file_is_read_or_reported_never_raised(tmp_path_factory, conte
 
 # --- raw ARP frames (castwall.system.arp) ----------------------------------------
 
-from castwall.system import arp as rawarp  # noqa: E402
+from castwall.system import arp as rawarp
 
 
 def test_arp_request_is_a_broadcast_who_has():

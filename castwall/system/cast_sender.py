@@ -36,7 +36,7 @@ def silent_wav(seconds: float = 1.0) -> bytes:
 def load_pychromecast():
     """pychromecast, or MissingTool saying how to install it."""
     try:
-        import pychromecast  # noqa: PLC0415 - imported only for check --app
+        import pychromecast  # imported only for check --app
     except ImportError:
         raise MissingTool("check --app speaks the Cast protocol through pychromecast, which is not installed: "
                           "sudo apt install python3-pychromecast (or pip install pychromecast)") from None
@@ -90,10 +90,10 @@ def _serve(bind: Address, ports: PortRange, path: str, body: bytes, device_ip: A
             if with_body:
                 self.wfile.write(body)
 
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):  # http.server's name
             self._answer(True)
 
-        def do_HEAD(self):  # noqa: N802
+        def do_HEAD(self):
             self._answer(False)
 
         def log_message(self, *args):

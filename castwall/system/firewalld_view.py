@@ -252,7 +252,7 @@ def change_ops(view: View, ips: Iterable[str], specs: Iterable[Spec] | None) -> 
             ops += [Op("add-rule", perm, s.rich_rule) for s in sorted(specs - layer.specs)]
         for layer, perm in zip(layers, (False, True), strict=True):
             ops += [Op("remove-rule", perm, s.rich_rule) for s in sorted((live.specs - specs) & layer.specs)]
-    order = lambda a: int(ipaddress.IPv4Address(a))  # noqa: E731
+    order = lambda a: int(ipaddress.IPv4Address(a))
     for layer, perm in zip(layers, (False, True), strict=True):
         ops += [Op("add-entry", perm, ip) for ip in sorted(ips - layer.entries, key=order)]
     for layer, perm in zip(layers, (False, True), strict=True):

@@ -33,7 +33,7 @@ class _Library:
     path = "python3-nftables in castwall's process, one batch"
 
     def __init__(self):
-        import nftables  # noqa: PLC0415 (Debian's python3-nftables; absent from PyPI's stack)
+        import nftables  # Debian's python3-nftables; absent from PyPI's stack
 
         self.nft = nftables.Nftables()
         self.nft.set_json_output(True)

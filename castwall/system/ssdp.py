@@ -404,7 +404,7 @@ class DialSearch:
             if found.fetch is not None:
                 try:
                     found.fetch.result(timeout=max(0.0, deadline - self.clock()))
-                except Exception:  # noqa: BLE001 - read in _reply, whatever it was
+                except Exception:  # read in _reply, whatever it was
                     pass
         for iface in self._ifaces:
             iface.udp.close()

@@ -82,7 +82,7 @@ class UnicastAsker:
                     answers = incoming.answers() if callable(incoming.answers) else incoming.answers
                     if incoming.id != self.id or not incoming.flags & 0x8000:
                         continue
-                except Exception:  # noqa: BLE001 - a packet zeroconf cannot read is ignored, like any malformed one
+                except Exception:  # a packet zeroconf cannot read is ignored, like any malformed one
                     continue
                 kept = self.records.setdefault(source, [])
                 room = MAX_UNICAST_RECORDS - len(kept)

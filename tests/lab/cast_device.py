@@ -443,7 +443,7 @@ class Device:
         """Run one callback; a bug in it is logged (an "error" event), not the end of the device."""
         try:
             callback(*args)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.emit("error", error=f"{type(e).__name__}: {e}", where=getattr(callback, "__qualname__", repr(callback)),
                       t=time.time())
 

@@ -47,7 +47,7 @@ import threading
 import time
 import uuid as uuidlib
 
-from castv2_wire import MAX_FRAME, FrameError, TlsConnection, _error_text, _field, decode_message, encode_message, frame  # noqa: F401
+from castv2_wire import MAX_FRAME, FrameError, TlsConnection, _error_text, _field, decode_message, encode_message, frame
 
 NS_CONNECTION = "urn:x-cast:com.google.cast.tp.connection"
 NS_HEARTBEAT = "urn:x-cast:com.google.cast.tp.heartbeat"
@@ -124,7 +124,7 @@ class Channel:
             except FrameError as e:
                 self.refuse(str(e))
                 return
-            except Exception as e:  # noqa: BLE001 - a sender must never take the device down
+            except Exception as e:  # a sender must never take the device down
                 self.refuse(f"{type(e).__name__}: {e}")
                 return
 
@@ -381,7 +381,7 @@ class Receiver:
     def _fetch_thread(self, token, url: str) -> None:
         try:
             result = fetch(url)
-        except Exception as e:  # noqa: BLE001 - whatever happens, the loop gets an outcome
+        except Exception as e:  # whatever happens, the loop gets an outcome
             result = {"ok": False, "status": None, "bytes": 0, "complete": False, "error": _error_text(e)}
         self.results.put((token, url, result))
         try:

@@ -12,7 +12,7 @@ import argparse
 import json
 import random
 
-from scapy.all import BOOTP, DHCP, IP, UDP, Ether, conf, srp1  # noqa: E402
+from scapy.all import BOOTP, DHCP, IP, UDP, Ether, conf, srp1
 
 conf.checkIPaddr = False  # answers come from the server to the broadcast address
 conf.verb = 0
