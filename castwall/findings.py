@@ -21,7 +21,7 @@ def assess(
     port_range: PortRange,
     discovered: Sequence[Device] | None,
     live: Sequence[Rule] | None,
-    ufw: str,
+    status: str,
     odd_tagged: Sequence[str] = (),
     *,
     refused: Mapping[str, str] | None = None,
@@ -33,13 +33,12 @@ def assess(
     """What status reports: each thing that needs action, and useful notes.
 
     discovered is None when discovery did not run; live is None when the live
-    ufw rules could not be read (not root). ufw is one of "active",
-    "inactive", "missing" or "unknown". refused maps the UUIDs of discovered
+    rules could not be read (not root). status is the firewall's: "active",
+    "inactive", "missing", "unknown", or "none" when nothing filters incoming traffic. refused maps the UUIDs of discovered
     devices that may get no rule to the reason (see screen); state_problem
     says why the state file could not be used. profiles names castwall's ufw
     application profiles installed as castwall ships them (None: not known).
-    firewall names the firewall castwall's rules are in (ufw then is its
-    state, or "none" when nothing filters incoming traffic); problems are its
+    firewall names the firewall castwall's rules are in; problems are its
     own findings (castwall's set or rule missing after a reload, ...).
     """
     fw = firewall
@@ -50,28 +49,28 @@ def assess(
             "state-unusable",
             f"{state_problem}; 'sudo castwall setup' rebuilds it from castwall's rules in {fw} and keeps the old file as a copy",
         ))
-    if ufw == "none":
+    if status == "none":
         out.append(Finding("nothing-filters", f"{NOTHING_FILTERS}: casting needs no rule here", False))
     elif fw == "unknown":
         out.append(Finding("firewall-unknown", "not root: which firewall filters is not known (castwall reads the nftables "
                                                "ruleset as root): run 'sudo castwall status'", False))
     elif fw != "ufw":
-        if ufw == "missing":
+        if status == "missing":
             out.append(Finding("firewall-missing", f"{fw} is not installed"))
-        elif ufw == "inactive":
+        elif status == "inactive":
             out.append(Finding("firewall-inactive", f"{fw} does not filter incoming traffic now: castwall's rules have no "
                                                     "effect until it does"))
-        elif ufw == "unknown":
+        elif status == "unknown":
             out.append(Finding("firewall-unread", f"not root: the live {fw} rules were not read (run with sudo to check them)",
                                False))
-    elif ufw == "missing":
+    elif status == "missing":
         out.append(Finding("ufw-missing", "ufw is not installed: install it with: sudo apt install ufw"))
-    elif ufw == "inactive":
+    elif status == "inactive":
         out.append(Finding("ufw-inactive", "ufw is inactive: its rules, castwall's included, have no effect until 'sudo ufw enable'"))
-    elif ufw == "unknown":
+    elif status == "unknown":
         out.append(Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)", False))
     out.extend(Finding("firewall-problem", line) for line in problems)
-    if state is None and not state_problem and ufw != "none":
+    if state is None and not state_problem and status != "none":
         out.append(Finding("not-set-up", "castwall has not set anything up yet: run 'sudo castwall setup'"))
     if state is None:
         state = State(port_range=None, devices=(), rules=())
@@ -126,7 +125,7 @@ def assess(
                 continue  # reported above as moved
             if any(t.uuid == d.uuid and (t.away or t.stopped) for t in state.follow):
                 continue  # reported below, with why follow mode withdrew its rules
-            if ufw == "none":
+            if status == "none":
                 continue  # nothing filters: the device needs no rule
             out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
     out += _apps_missing(state, rules, discovered, refused, reported)

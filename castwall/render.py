@@ -229,7 +229,7 @@ def firewall_words(firewall: str, status: str) -> str:
 def status_text(
     *,
     port_range: PortRange,
-    ufw: str,
+    status: str,
     state_path: str,
     firewall: str = "ufw",
     state: State | None,
@@ -240,7 +240,7 @@ def status_text(
 ) -> str:
     out = [
         f"Port range:  {port_range}",
-        f"Firewall:    {firewall_words(firewall, ufw)}",
+        f"Firewall:    {firewall_words(firewall, status)}",
         f"State file:  {state_path}" + (f" (written {state.written})" if state and state.written else " (none yet)" if state is None else ""),
     ]
     if follow is not None:

@@ -35,27 +35,27 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
         firewall, fw = None, "ufw"
     live, odd, problems = None, (), []
     if fw == "unknown":
-        ufw = "unknown"
+        status = "unknown"
     elif firewall is None and fw == "ufw":
-        ufw = "missing"
+        status = "missing"
     elif firewall is None:
-        ufw = "none"
+        status = "none"
     elif not firewall.installed():
-        ufw = "missing"
+        status = "missing"
     elif root:
         ruleset = firewall.rules()
         live, odd = ruleset.rules, ruleset.odd_tagged
-        ufw = "active" if firewall.active() else "inactive"
+        status = "active" if firewall.active() else "inactive"
         problems = firewall.problems(state.rules if state else ())
     else:
-        ufw = "unknown"
+        status = "unknown"
     survey = None if no_discover else take_survey(svc, interfaces, timeout, root, known=state, expect=not check,
                                                   complete=check, check_claims=root)
     if survey:
         show_rejected(survey)
     discovered = survey.devices if survey else None
     profiles, _ = installed_profiles(svc.paths.ufw_profiles) if fw == "ufw" else (None, None)
-    findings = assess(state, port_range, discovered, live, ufw, odd, refused=survey.refused if survey else {}, state_problem=problem,
+    findings = assess(state, port_range, discovered, live, status, odd, refused=survey.refused if survey else {}, state_problem=problem,
                       profiles=profiles, firewall=fw, problems=problems)
     rules = live if live is not None else (state.rules if state else ())
     verdicts = measure(svc, candidates(survey, state, rules)[0], survey, rules, port_range) if check and survey else None
@@ -65,8 +65,8 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
         doc = render.document(
             "status",
             port_range=[port_range.low, port_range.high],
-            ufw=ufw if fw == "ufw" else None,
-            firewall={"name": fw, "status": ufw, "chain": str(firewall.chain) if getattr(firewall, "chain", None) else None},
+            ufw=status if fw == "ufw" else None,  # the key of castwall 0.1's first documents
+            firewall={"name": fw, "status": status, "chain": str(firewall.chain) if getattr(firewall, "chain", None) else None},
             state_file=str(svc.paths.state_file),
             state_written=state.written if state else None,
             known=[render.device_json(d) for d in (state.devices if state else ())],
@@ -83,7 +83,7 @@ def run(svc: Services, as_json: bool, no_discover: bool, check: bool, timeout: f
     else:
         click.echo(render.status_text(
             port_range=port_range,
-            ufw=ufw,
+            status=status,
             firewall=fw,
             state_path=str(svc.paths.state_file),
             state=state,
