@@ -41,7 +41,7 @@ class FollowPlan:
     steps: tuple[Step, ...]
     state: State  # the state to save once the steps are in place
     events: tuple[Event, ...]
-    expected: frozenset[Rule]  # castwall's rules in ufw once the steps are in place
+    expected: frozenset[Rule]  # castwall's rules in the firewall once the steps are in place
 
     @property
     def changes(self) -> tuple[Event, ...]:
@@ -149,7 +149,7 @@ def plan_follow(
 
     seen are the devices discovered now (screened: refused maps the UUIDs
     that screen() turned down to the reason, a contested device among them);
-    firewall holds every rule of castwall's shape in ufw; answers maps
+    firewall holds every rule of castwall's shape in the firewall; answers maps
     addresses to the MACs that answered raw ARP for them just now (every
     address that holds a tracked device's rules or where one is seen); lans
     are this computer's networks now. now is naive UTC.
@@ -255,7 +255,7 @@ def plan_follow(
         if stale or adds:
             moves[uuid] = (stale, adds, line)
 
-    # ufw holds one rule per address and traffic: an address that keeps another device's rules cannot take these.
+    # One rule per address and traffic: an address that keeps another device's rules cannot take these.
     deleted = {s.rule for s in withdrawals} | {s.rule for stale, _, _ in moves.values() for s in stale}
     steps = list(withdrawals)
     added: list[Step] = []

@@ -1,4 +1,4 @@
-"""Pure planning: from what is seen and what ufw holds to the steps that reconcile them."""
+"""Pure planning: from what is seen and what the firewall holds to the steps that reconcile them."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def plan_setup(
                 else:
                     deletes.append(Step(Action.DELETE, r, f"{job} now uses {new.traffic}, not {r.traffic}"))
         elif r.ip in wanted_ips:
-            # ufw holds one rule per address and traffic: the old owner's must go.
+            # A firewall holds one rule per address and traffic (ufw's way): the old owner's must go.
             deletes.append(Step(Action.DELETE, r, f"{r.ip} now belongs to {names[wanted_ips[r.ip]]}"))
         elif scope is None and job == "dial" and r.ports != port_range:  # with no scope, want is None: not seen now
             deletes.append(Step(Action.DELETE, r, f"port range changed from {r.ports} to {port_range}"))
