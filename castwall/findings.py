@@ -49,26 +49,7 @@ def assess(
             "state-unusable",
             f"{state_problem}; 'sudo castwall setup' rebuilds it from castwall's rules in {fw} and keeps the old file as a copy",
         ))
-    if status == "none":
-        out.append(Finding("nothing-filters", f"{NOTHING_FILTERS}: casting needs no rule here", False))
-    elif fw == "unknown":
-        out.append(Finding("firewall-unknown", "not root: which firewall filters is not known (castwall reads the nftables "
-                                               "ruleset as root): run 'sudo castwall status'", False))
-    elif fw != "ufw":
-        if status == "missing":
-            out.append(Finding("firewall-missing", f"{fw} is not installed"))
-        elif status == "inactive":
-            out.append(Finding("firewall-inactive", f"{fw} does not filter incoming traffic now: castwall's rules have no "
-                                                    "effect until it does"))
-        elif status == "unknown":
-            out.append(Finding("firewall-unread", f"not root: the live {fw} rules were not read (run with sudo to check them)",
-                               False))
-    elif status == "missing":
-        out.append(Finding("ufw-missing", "ufw is not installed: install it with: sudo apt install ufw"))
-    elif status == "inactive":
-        out.append(Finding("ufw-inactive", "ufw is inactive: its rules, castwall's included, have no effect until 'sudo ufw enable'"))
-    elif status == "unknown":
-        out.append(Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)", False))
+    out += _firewall_findings(status, fw)
     out.extend(Finding("firewall-problem", line) for line in problems)
     if state is None and not state_problem and status != "none":
         out.append(Finding("not-set-up", "castwall has not set anything up yet: run 'sudo castwall setup'"))
@@ -76,59 +57,115 @@ def assess(
         state = State(port_range=None, devices=(), rules=())
     rules = list(live) if live is not None else list(state.rules)
     owned = [r for r in rules if r.owner]
-    stale = sorted({str(r.ports) for r in owned if r.is_dial and r.ports != port_range})
-    if stale:
-        count = sum(1 for r in owned if r.is_dial and r.ports != port_range)
-        out.append(Finding(
-            "port-range-changed",
-            f"the local port range is now {port_range}, but {count} rule(s) were written for {', '.join(stale)}",
-        ))
+    out += _stale_range(owned, port_range)
     reported: set[tuple[str | None, str | None]] = set()
     if live is not None and not state_problem:
-        recorded = set(state.rules)
-        for r in state.rules:
-            if r not in live:
-                reported.add((r.owner, r.app))
-                out.append(Finding("rule-missing", f"the {_job(r)} for {_name(state, r.owner)} ({r.ip}) is missing from {fw}"))
-        for r in owned:
-            if r not in recorded:
-                out.append(Finding("rule-unrecorded", f"{fw} holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
-                                                      "does not record (an interrupted run?)"))
+        out += _rules_against_state(state, live, owned, fw, reported)
     if profiles is not None:
-        for profile in sorted({r.profile_name for r in owned if r.profile and r.profile_name not in profiles}):
-            count = sum(1 for r in owned if r.profile_name == profile)
-            app = apps.by_profile(profile)
-            out.append(Finding("profile-changed", f"{count} rule(s) go through ufw's app profile {profile}, which is missing or "
-                                                  f"changed, so they may not open exactly TCP {port_text(app.ports)}: "
-                                                  "'sudo castwall setup' writes plain port rules instead"))
+        out += _profiles_changed(owned, profiles)
     for line in odd_tagged:
         out.append(Finding("rule-odd", f"{fw} holds a rule tagged castwall that castwall did not write; left alone: {line}"))
     if discovered is not None:
-        seen = {d.uuid: d for d in discovered}
-        # One finding per device, from its first rule (the UDP one, where it has it).
-        for r in {r.owner: r for r in sorted(owned, key=lambda r: not r.is_dial, reverse=True)}.values():
-            d = seen.get(r.owner)
-            if d is None:
-                out.append(Finding("device-missing", f"{_name(state, r.owner)} ({r.ip}) has a rule but was not seen on the LAN"))
-            elif d.ip != r.ip and d.uuid not in refused:
-                out.append(Finding("ip-moved", f"{d.name} moved from {r.ip} to {d.ip}: its rule is for the old address"))
-        for d in discovered:
-            if d.uuid in refused:
-                if d.contested:
-                    out.append(Finding("contested", f"{d.name} ({d.ip}) gets no rule: {refused[d.uuid]}"))
-                else:
-                    out.append(Finding("refused", f"{d.name} gets no rule: {refused[d.uuid]}", False))
-                continue
-            if any(r.ip == d.ip and r.is_dial for r in rules):
-                continue
-            if any(r.owner == d.uuid for r in owned):
-                continue  # reported above as moved
-            if any(t.uuid == d.uuid and (t.away or t.stopped) for t in state.follow):
-                continue  # reported below, with why follow mode withdrew its rules
-            if status == "none":
-                continue  # nothing filters: the device needs no rule
-            out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
+        out += _devices_seen(state, discovered, rules, owned, refused, status)
     out += _apps_missing(state, rules, discovered, refused, reported)
+    out += _follow_findings(state)
+    return out
+
+
+def _firewall_findings(status: str, fw: str) -> list[Finding]:
+    """What the firewall's own state means for castwall's rules."""
+    if status == "none":
+        return [Finding("nothing-filters", f"{NOTHING_FILTERS}: casting needs no rule here", False)]
+    if fw == "unknown":
+        return [Finding("firewall-unknown", "not root: which firewall filters is not known (castwall reads the nftables "
+                                            "ruleset as root): run 'sudo castwall status'", False)]
+    if fw != "ufw":
+        return {"missing": [Finding("firewall-missing", f"{fw} is not installed")],
+                "inactive": [Finding("firewall-inactive", f"{fw} does not filter incoming traffic now: castwall's rules have "
+                                                          "no effect until it does")],
+                "unknown": [Finding("firewall-unread", f"not root: the live {fw} rules were not read (run with sudo to check "
+                                                       "them)", False)]}.get(status, [])
+    return {"missing": [Finding("ufw-missing", "ufw is not installed: install it with: sudo apt install ufw")],
+            "inactive": [Finding("ufw-inactive", "ufw is inactive: its rules, castwall's included, have no effect until "
+                                                 "'sudo ufw enable'")],
+            "unknown": [Finding("ufw-unread", "not root: the live ufw rules were not read (run with sudo to check them)",
+                                False)]}.get(status, [])
+
+
+def _stale_range(owned: Sequence[Rule], port_range: PortRange) -> list[Finding]:
+    """castwall's DIAL rules written for a local port range no longer in force."""
+    stale = [r for r in owned if r.is_dial and r.ports != port_range]
+    if not stale:
+        return []
+    ranges = ", ".join(sorted({str(r.ports) for r in stale}))
+    return [Finding("port-range-changed",
+                    f"the local port range is now {port_range}, but {len(stale)} rule(s) were written for {ranges}")]
+
+
+def _rules_against_state(state: State, live: Sequence[Rule], owned: Sequence[Rule], fw: str,
+                         reported: set[tuple[str | None, str | None]]) -> list[Finding]:
+    """The state file's rules missing from the firewall, and castwall's rules there that it does not record.
+
+    Adds each missing rule's (owner, app) to reported.
+    """
+    out = []
+    recorded = set(state.rules)
+    for r in state.rules:
+        if r not in live:
+            reported.add((r.owner, r.app))
+            out.append(Finding("rule-missing", f"the {_job(r)} for {_name(state, r.owner)} ({r.ip}) is missing from {fw}"))
+    for r in owned:
+        if r not in recorded:
+            out.append(Finding("rule-unrecorded", f"{fw} holds a castwall rule for {r.ip} ({r.traffic}) that the state file "
+                                                  "does not record (an interrupted run?)"))
+    return out
+
+
+def _profiles_changed(owned: Sequence[Rule], profiles: Collection[str]) -> list[Finding]:
+    """Rules through one of castwall's ufw profiles that ufw no longer has as castwall ships it."""
+    out = []
+    for profile in sorted({r.profile_name for r in owned if r.profile and r.profile_name not in profiles}):
+        count = sum(1 for r in owned if r.profile_name == profile)
+        app = apps.by_profile(profile)
+        out.append(Finding("profile-changed", f"{count} rule(s) go through ufw's app profile {profile}, which is missing or "
+                                              f"changed, so they may not open exactly TCP {port_text(app.ports)}: "
+                                              "'sudo castwall setup' writes plain port rules instead"))
+    return out
+
+
+def _devices_seen(state: State, discovered: Sequence[Device], rules: Sequence[Rule], owned: Sequence[Rule],
+                  refused: Mapping[str, str], status: str) -> list[Finding]:
+    """Rules whose device is gone or moved, and devices seen now that are refused or have no rule."""
+    out = []
+    seen = {d.uuid: d for d in discovered}
+    # One finding per device, from its first rule (the UDP one, where it has it).
+    for r in {r.owner: r for r in sorted(owned, key=lambda r: not r.is_dial, reverse=True)}.values():
+        d = seen.get(r.owner)
+        if d is None:
+            out.append(Finding("device-missing", f"{_name(state, r.owner)} ({r.ip}) has a rule but was not seen on the LAN"))
+        elif d.ip != r.ip and d.uuid not in refused:
+            out.append(Finding("ip-moved", f"{d.name} moved from {r.ip} to {d.ip}: its rule is for the old address"))
+    for d in discovered:
+        if d.uuid in refused:
+            if d.contested:
+                out.append(Finding("contested", f"{d.name} ({d.ip}) gets no rule: {refused[d.uuid]}"))
+            else:
+                out.append(Finding("refused", f"{d.name} gets no rule: {refused[d.uuid]}", False))
+        elif not _covered(state, d, rules, owned) and status != "none":  # where nothing filters, no rule is needed
+            out.append(Finding("new-device", f"{d.name} ({d.ip}) has no rule: run 'sudo castwall setup'"))
+    return out
+
+
+def _covered(state: State, d: Device, rules: Sequence[Rule], owned: Sequence[Rule]) -> bool:
+    """Whether a device needs no new-device finding: a DIAL rule for its address, a rule of its own elsewhere (reported
+    as moved), or follow mode's record of why its rules were withdrawn (reported with the follow findings)."""
+    return (any(r.ip == d.ip and r.is_dial for r in rules) or any(r.owner == d.uuid for r in owned)
+            or any(t.uuid == d.uuid and (t.away or t.stopped) for t in state.follow))
+
+
+def _follow_findings(state: State) -> list[Finding]:
+    """Devices whose rules follow mode withdrew, and why."""
+    out = []
     for t in state.follow:
         if t.stopped:
             out.append(Finding("follow-stopped", f"follow mode withdrew {_name(state, t.uuid)}'s rules and no longer follows "
