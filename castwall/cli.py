@@ -150,11 +150,11 @@ def setup(
     reserve: str | None,
     app_choices: tuple,
 ) -> None:
-    """Allow each Cast device through ufw (needs root unless --dry-run).
+    """Allow each Cast device through the firewall (needs root unless --dry-run).
 
     Discovers the devices, resolves their MAC addresses, reads the local port
     range, then shows the plan: a DHCP reservation hint per device and the
-    exact ufw commands. After confirmation it applies them as one transaction
+    exact firewall commands (ufw's, nft's or firewall-cmd's). After confirmation it applies them as one transaction
     (undone if any step fails), verifies the result and saves it in the state
     file. Running it again changes nothing unless a device moved, the port
     range changed or an app's ports changed.
@@ -263,9 +263,9 @@ def check(svc: Services, selectors: tuple[str, ...], interfaces: tuple[str, ...]
 @click.pass_obj
 def remove(svc: Services, selectors: tuple[str, ...], app_names: tuple[str, ...], remove_all: bool, yes: bool,
            dry_run: bool) -> None:
-    """Delete castwall's ufw rules: all of them, those of some devices, or those of a sender app.
+    """Delete castwall's rules: all of them, those of some devices, or those of a sender app.
 
-    Only rules tagged as castwall's are ever deleted; your own ufw rules stay
+    Only rules tagged as castwall's are ever deleted; your own rules stay
     as they are. Shows the rules first and asks before deleting. --app NAME
     deletes that app's rules from every device and drops the app from the
     apps a later setup gives the devices; --device takes all of a device's
