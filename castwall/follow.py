@@ -19,6 +19,7 @@ from castwall import apps
 from castwall.model import Action, Address, Device, Kind, Lan, PortRange, Rule, State, Step, Tracking
 from castwall.planner import device_rules
 
+_DONE = object()  # _Pass._announced_elsewhere: the pass has nothing more to do for this device
 MAX_MOVES = 3  # moves within an hour; the next one stops following the device until setup
 WINDOW = timedelta(hours=1)
 
@@ -154,137 +155,186 @@ def plan_follow(
     address that holds a tracked device's rules or where one is seen); lans
     are this computer's networks now. now is naive UTC.
     """
-    owned = [r for r in firewall if r.owner]
-    untagged = [r for r in firewall if r.owner is None]
-    follow = tracked(state, owned)
-    by_uuid = {d.uuid: d for d in seen}
-    devices = {d.uuid: d for d in state.devices}
-    by_mac: dict[str, list[str]] = {}
-    for t in follow.values():
-        if t.mac:
-            by_mac.setdefault(t.mac, []).append(t.uuid)
-    events: list[Event] = []
-    withdrawals: list[Step] = []
-    moves: dict[str, tuple[list[Step], list[Step], Event | None]] = {}  # uuid -> (stale deletes, adds, its line)
-    targets: dict[str, Address] = {}
-    new_follow: dict[str, Tracking] = {}
+    p = _Pass(state, seen, refused, firewall, answers, lans, port_range, now, profiles)
+    for uuid, t in sorted(p.follow.items(), key=lambda item: (p.name(item[0]).casefold(), item[0])):
+        p.follow_device(uuid, t)
+    return p.result()
 
-    def name(uuid: str) -> str:
-        d = devices.get(uuid) or by_uuid.get(uuid)
+
+class _Pass:
+    """One follow pass under way: what it was given, and the steps, lines and records it gathers, device by device."""
+
+    def __init__(self, state: State, seen: Sequence[Device], refused: Mapping[str, str], firewall: Sequence[Rule],
+                 answers: Mapping[Address, Collection[str]], lans: Sequence[Lan], port_range: PortRange, now: datetime,
+                 profiles: Collection[str]):
+        self.state, self.seen, self.refused, self.answers = state, seen, refused, answers
+        self.lans, self.port_range, self.now, self.profiles = lans, port_range, now, profiles
+        self.owned = [r for r in firewall if r.owner]
+        self.untagged = [r for r in firewall if r.owner is None]
+        self.follow = tracked(state, self.owned)
+        self.by_uuid = {d.uuid: d for d in seen}
+        self.devices = {d.uuid: d for d in state.devices}
+        self.by_mac: dict[str, list[str]] = {}
+        for t in self.follow.values():
+            if t.mac:
+                self.by_mac.setdefault(t.mac, []).append(t.uuid)
+        self.events: list[Event] = []
+        self.withdrawals: list[Step] = []
+        self.moves: dict[str, tuple[list[Step], list[Step], Event | None]] = {}  # uuid -> (stale deletes, adds, its line)
+        self.targets: dict[str, Address] = {}
+        self.new_follow: dict[str, Tracking] = {}
+
+    def name(self, uuid: str) -> str:
+        d = self.devices.get(uuid) or self.by_uuid.get(uuid)
         return d.name if d else f"device {uuid}"
 
-    def withdraw(uuid: str, rules: Sequence[Rule], why: str) -> None:
+    def withdraw(self, uuid: str, rules: Sequence[Rule], why: str) -> None:
         if rules:
             where = ", ".join(sorted({str(r.ip) for r in rules}))
-            events.append(Event("withdrawn", uuid, f"withdrawn: {name(uuid)}'s rules for {where}: {why}"))
-            withdrawals.extend(Step(Action.DELETE, r, f"withdrawn: {why}") for r in sorted(rules, key=Rule.sort_key))
+            self.events.append(Event("withdrawn", uuid, f"withdrawn: {self.name(uuid)}'s rules for {where}: {why}"))
+            self.withdrawals.extend(Step(Action.DELETE, r, f"withdrawn: {why}") for r in sorted(rules, key=Rule.sort_key))
 
-    for uuid, t in sorted(follow.items(), key=lambda item: (name(item[0]).casefold(), item[0])):
-        rules = [r for r in owned if r.owner == uuid]
-        new_follow[uuid] = t
+    def follow_device(self, uuid: str, t: Tracking) -> None:
+        """Where this device's rules belong now, if anywhere this pass can prove, and what it takes to put them there."""
+        rules = [r for r in self.owned if r.owner == uuid]
+        self.new_follow[uuid] = t
         if t.stopped:
-            continue
-        problem = lan_problem(t, lans)
+            return
+        problem = lan_problem(t, self.lans)
         if problem:
-            withdraw(uuid, rules, problem)
-            new_follow[uuid] = replace(t, away=problem)
-            continue
-        shared = next((name(u) for u in by_mac.get(t.mac, ()) if u != uuid), None)
-        recorded = devices.get(uuid)
+            self.withdraw(uuid, rules, problem)
+            self.new_follow[uuid] = replace(t, away=problem)
+            return
+        shared = next((self.name(u) for u in self.by_mac.get(t.mac, ()) if u != uuid), None)
+        recorded = self.devices.get(uuid)
         home = next((r.ip for r in rules if r.is_dial), rules[0].ip if rules else (recorded.ip if recorded else None))
-        s = by_uuid.get(uuid)
-        target = None
-        moved = False
-        if s is not None and any(ip != home for ip in s.addresses) and (uuid in refused or s.also_at):
+        target = self._announced_elsewhere(uuid, t, rules, home, shared)
+        if target is _DONE:
+            return
+        moved = target is not None
+        if target is None:
+            target = self._at_home(uuid, t, rules, home, shared)
+            if target is None:
+                return
+        self._schedule(uuid, t, rules, target, moved, home, recorded)
+
+    def _announced_elsewhere(self, uuid: str, t: Tracking, rules: list[Rule], home: Address | None,
+                             shared: str | None) -> Address | None | object:
+        """The new address, if it may take the device's rules; None to check it at home; _DONE: nothing more to do."""
+        s = self.by_uuid.get(uuid)
+        if s is not None and any(ip != home for ip in s.addresses) and (uuid in self.refused or s.also_at):
             # Announced from two addresses (a clone or a spoof), or refused by setup's screening: no move.
             where = " and ".join(str(ip) for ip in s.addresses)
-            events.append(Event("refused", uuid, f"not moved: {name(uuid)} is announced from {where}, but "
-                                                 f"{refused.get(uuid) or s.contested or 'from more than one address'}"))
-        elif s is not None and s.ip != home:
-            ok, why = _verify(t, s.ip, answers, shared)
-            if ok is True:
-                recent = recent_moves(t, now)
-                if len(recent) >= MAX_MOVES:
-                    why = (f"it moved {len(recent) + 1} times within an hour (now to {s.ip}); follow mode withdraws its "
-                           "rules and stops following it until you run 'sudo castwall setup'")
-                    events.append(Event("stopped", uuid, f"stopped following {name(uuid)}: {why}"))
-                    withdraw(uuid, rules, "follow mode stopped following it: it moves too often")
-                    new_follow[uuid] = replace(t, away="it moves too often", stopped=why, moves=recent)
-                    continue
-                target, moved = s.ip, True
-                new_follow[uuid] = replace(t, away=None, moves=recent + (_stamp(now),))
-            else:
-                events.append(Event("refused", uuid, f"not moved: {name(uuid)} is announced from {s.ip}, but {why}"))
-                if rules and t.mac is None:
-                    # Its MAC cannot be checked anywhere; it says it is elsewhere: its old address is not its own.
-                    withdraw(uuid, rules, f"it is announced from {s.ip} alone now, and without a recorded MAC "
-                                          "castwall cannot follow it")
-                    new_follow[uuid] = replace(t, away=f"announced from {s.ip}; no MAC recorded to follow it by")
-                    continue
-        if target is None:
-            # Check every address that holds its rules (an interrupted pass may have left two), then where it was.
-            verdicts = {ip: _verify(t, ip, answers, shared) for ip in sorted({r.ip for r in rules} | ({home} if home else set()),
-                                                                               key=lambda ip: (ip.version, int(ip)))}
-            for ip, (ok, why) in verdicts.items():
-                if ok is False:  # another MAC answers there: away, and the rules there (if any) go
-                    withdraw(uuid, [r for r in rules if r.ip == ip], f"{why}; its rules return when it answers there again")
-                    new_follow[uuid] = replace(t, away=why)
-            if home is None or verdicts[home][0] is not True:
-                continue
-            target = home
-            new_follow[uuid] = replace(new_follow[uuid], away=None)
-        targets[uuid] = target
-        stale = [Step(Action.DELETE, r, f"{name(uuid)} moved from {r.ip} to {target}")
+            self.events.append(Event("refused", uuid, f"not moved: {self.name(uuid)} is announced from {where}, but "
+                                     f"{self.refused.get(uuid) or s.contested or 'from more than one address'}"))
+            return None
+        if s is None or s.ip == home:
+            return None
+        ok, why = _verify(t, s.ip, self.answers, shared)
+        if ok is True:
+            recent = recent_moves(t, self.now)
+            if len(recent) >= MAX_MOVES:
+                why = (f"it moved {len(recent) + 1} times within an hour (now to {s.ip}); follow mode withdraws its "
+                       "rules and stops following it until you run 'sudo castwall setup'")
+                self.events.append(Event("stopped", uuid, f"stopped following {self.name(uuid)}: {why}"))
+                self.withdraw(uuid, rules, "follow mode stopped following it: it moves too often")
+                self.new_follow[uuid] = replace(t, away="it moves too often", stopped=why, moves=recent)
+                return _DONE
+            self.new_follow[uuid] = replace(t, away=None, moves=recent + (_stamp(self.now),))
+            return s.ip
+        self.events.append(Event("refused", uuid, f"not moved: {self.name(uuid)} is announced from {s.ip}, but {why}"))
+        if rules and t.mac is None:
+            # Its MAC cannot be checked anywhere; it says it is elsewhere: its old address is not its own.
+            self.withdraw(uuid, rules, f"it is announced from {s.ip} alone now, and without a recorded MAC "
+                                       "castwall cannot follow it")
+            self.new_follow[uuid] = replace(t, away=f"announced from {s.ip}; no MAC recorded to follow it by")
+            return _DONE
+        return None
+
+    def _at_home(self, uuid: str, t: Tracking, rules: list[Rule], home: Address | None,
+                 shared: str | None) -> Address | None:
+        """Home, where only the device's MAC answers there; on the way, rules withdrawn where another MAC answers."""
+        # Check every address that holds its rules (an interrupted pass may have left two), then where it was.
+        addresses = sorted({r.ip for r in rules} | ({home} if home else set()), key=lambda ip: (ip.version, int(ip)))
+        verdicts = {ip: _verify(t, ip, self.answers, shared) for ip in addresses}
+        for ip, (ok, why) in verdicts.items():
+            if ok is False:  # another MAC answers there: away, and the rules there (if any) go
+                self.withdraw(uuid, [r for r in rules if r.ip == ip], f"{why}; its rules return when it answers there again")
+                self.new_follow[uuid] = replace(t, away=why)
+        if home is None or verdicts[home][0] is not True:
+            return None
+        self.new_follow[uuid] = replace(self.new_follow[uuid], away=None)
+        return home
+
+    def _schedule(self, uuid: str, t: Tracking, rules: list[Rule], target: Address, moved: bool, home: Address | None,
+                  recorded: Device | None) -> None:
+        """The steps that put the device's rules at target, and the line that says so."""
+        self.targets[uuid] = target
+        name = self.name(uuid)
+        stale = [Step(Action.DELETE, r, f"{name} moved from {r.ip} to {target}")
                  for r in sorted(rules, key=Rule.sort_key) if r.ip != target]
         jobs = {apps.purpose(r) for r in rules if r.ip == target}
-        wanted = [w for w in device_rules(target, uuid, port_range, state.apps, profiles) if apps.purpose(w) not in jobs]
-        wanted = [w for w in wanted if not any(u.covers(w) for u in untagged)]
-        adds = [Step(Action.ADD, w, f"{name(uuid)} moved to {target}" if moved else f"{name(uuid)} answers at {target}")
+        wanted = [w for w in device_rules(target, uuid, self.port_range, self.state.apps, self.profiles)
+                  if apps.purpose(w) not in jobs]
+        wanted = [w for w in wanted if not any(u.covers(w) for u in self.untagged)]
+        adds = [Step(Action.ADD, w, f"{name} moved to {target}" if moved else f"{name} answers at {target}")
                 for w in wanted]
         line = None
         if moved:
             old = f" from {home}" if home is not None else ""
-            line = Event("moved", uuid, f"moved: {name(uuid)}{old} to {target} (announced there alone, and only its MAC "
+            line = Event("moved", uuid, f"moved: {name}{old} to {target} (announced there alone, and only its MAC "
                                         f"{t.mac} answers ARP there)")
         elif adds or stale:
             before = ("it was away" if t.away else "an interrupted pass left its rules at two addresses" if stale
                       else "an interrupted pass had begun to move it" if recorded and recorded.ip != target
                       else "its rules were missing from ufw")
-            line = Event("restored", uuid, f"restored: {name(uuid)} at {target}, where only its MAC {t.mac} answers ARP "
+            line = Event("restored", uuid, f"restored: {name} at {target}, where only its MAC {t.mac} answers ARP "
                                            f"({before})")
         if stale or adds:
-            moves[uuid] = (stale, adds, line)
+            self.moves[uuid] = (stale, adds, line)
 
-    # One rule per address and traffic: an address that keeps another device's rules cannot take these.
-    deleted = {s.rule for s in withdrawals} | {s.rule for stale, _, _ in moves.values() for s in stale}
-    steps = list(withdrawals)
-    added: list[Step] = []
-    for uuid, (stale, adds, line) in moves.items():
-        steps.extend(stale)
-        clash = next((r for r in owned if r not in deleted and r.owner != uuid and any(r.same_traffic(a.rule) for a in adds)), None)
-        if clash is not None:
-            why = f"{targets[uuid]} holds the rules of {name(clash.owner)}"
-            if stale:
-                events.append(Event("withdrawn", uuid, f"withdrawn: {name(uuid)}'s rules for "
-                                                       f"{', '.join(sorted({str(s.rule.ip) for s in stale}))}: it answers at "
-                                                       f"{targets[uuid]} now, but {why}"))
-            else:
-                events.append(Event("refused", uuid, f"not restored: {name(uuid)} at {targets[uuid]}: {why}"))
-            new_follow[uuid] = replace(new_follow[uuid], away=why, moves=follow[uuid].moves)
-            targets.pop(uuid)
-            continue
-        added.extend(adds)
-        if line is not None:
-            events.append(line)
-    steps.extend(added)
-    for d in seen:
-        if d.uuid in follow or (d.kind is Kind.GROUP and d.ip in targets.values()):
-            continue
-        extra = f" (castwall would refuse it: {refused[d.uuid]})" if d.uuid in refused else ""
-        events.append(Event("new-device", d.uuid, f"new device: {d.name} at {d.ip} is not approved: "
-                                                  f"run 'sudo castwall setup' to allow it{extra}"))
-    expected = frozenset([r for r in owned if r not in deleted] + [s.rule for s in added])
-    new_devices = tuple(replace(d, ip=targets[d.uuid], also_at=()) if d.uuid in targets else d for d in state.devices)
-    saved = replace(state, devices=new_devices, rules=tuple(sorted(expected, key=Rule.sort_key)), written=_stamp(now),
-                    follow=tuple(sorted(new_follow.values(), key=lambda t: t.uuid)))
-    return FollowPlan(tuple(steps), saved, tuple(events), expected)
+    def result(self) -> FollowPlan:
+        """The pass's plan: withdrawals, then each move unless its address holds another device's rules."""
+        # One rule per address and traffic: an address that keeps another device's rules cannot take these.
+        deleted = {s.rule for s in self.withdrawals} | {s.rule for stale, _, _ in self.moves.values() for s in stale}
+        steps = list(self.withdrawals)
+        added: list[Step] = []
+        for uuid, (stale, adds, line) in self.moves.items():
+            steps.extend(stale)
+            clash = next((r for r in self.owned if r not in deleted and r.owner != uuid
+                          and any(r.same_traffic(a.rule) for a in adds)), None)
+            if clash is not None:
+                self._clash(uuid, stale, clash)
+                continue
+            added.extend(adds)
+            if line is not None:
+                self.events.append(line)
+        steps.extend(added)
+        self._new_devices()
+        expected = frozenset([r for r in self.owned if r not in deleted] + [s.rule for s in added])
+        new_devices = tuple(replace(d, ip=self.targets[d.uuid], also_at=()) if d.uuid in self.targets else d
+                            for d in self.state.devices)
+        saved = replace(self.state, devices=new_devices, rules=tuple(sorted(expected, key=Rule.sort_key)),
+                        written=_stamp(self.now), follow=tuple(sorted(self.new_follow.values(), key=lambda t: t.uuid)))
+        return FollowPlan(tuple(steps), saved, tuple(self.events), expected)
+
+    def _clash(self, uuid: str, stale: list[Step], clash: Rule) -> None:
+        """The device's rules cannot go to its target, which holds clash, another device's rule."""
+        target = self.targets.pop(uuid)
+        why = f"{target} holds the rules of {self.name(clash.owner)}"
+        if stale:
+            self.events.append(Event("withdrawn", uuid, f"withdrawn: {self.name(uuid)}'s rules for "
+                                     f"{', '.join(sorted({str(s.rule.ip) for s in stale}))}: it answers at {target} now, "
+                                     f"but {why}"))
+        else:
+            self.events.append(Event("refused", uuid, f"not restored: {self.name(uuid)} at {target}: {why}"))
+        self.new_follow[uuid] = replace(self.new_follow[uuid], away=why, moves=self.follow[uuid].moves)
+
+    def _new_devices(self) -> None:
+        """A line for each device seen that nobody approved (a group at an address a device is followed to is covered)."""
+        for d in self.seen:
+            if d.uuid in self.follow or (d.kind is Kind.GROUP and d.ip in self.targets.values()):
+                continue
+            extra = f" (castwall would refuse it: {self.refused[d.uuid]})" if d.uuid in self.refused else ""
+            self.events.append(Event("new-device", d.uuid, f"new device: {d.name} at {d.ip} is not approved: "
+                                                           f"run 'sudo castwall setup' to allow it{extra}"))

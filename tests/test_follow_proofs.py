@@ -98,6 +98,26 @@ def test_a_device_that_stops_being_followed_does_not_stop_the_pass_for_the_other
     assert (Action.DELETE, str(beta.ip), "udp") in steps(p)
 
 
+def test_a_device_that_stops_being_followed_stays_stopped_whoever_answers_at_its_old_address():
+    recent = tuple(stamp(NOW - timedelta(minutes=m)) for m in (50, 30, 10))
+    state = approved(TV, moves=recent)
+    moved = replace(TV, ip=NEW)
+    p = plan(state, [moved], {moved.ip: {TV.mac}, TV.ip: {STRANGER}})
+    t = p.state.tracking(TV.uuid)
+    assert t.stopped and t.away == "it moves too often"
+    assert [e.kind for e in p.events] == ["stopped", "withdrawn"]
+
+
+def test_a_refused_announcement_elsewhere_still_lets_the_pass_check_the_device_at_home():
+    state = approved(TV)
+    two = replace(TV, ip=NEW, also_at=(TV.ip,))  # contested: no move, but home is still checked
+    restored = plan(state, [two], arp(TV), refused={TV.uuid: "contested"}, firewall=[])
+    assert [e.kind for e in restored.events] == ["refused", "restored"]
+    elsewhere = replace(TV, ip=NEW)  # ARP does not prove the new address; a stranger answers at home
+    p = plan(state, [elsewhere], {NEW: {STRANGER}, TV.ip: {STRANGER}})
+    assert [e.kind for e in p.events] == ["refused", "withdrawn"] and steps(p) == [(Action.DELETE, str(TV.ip), "udp")]
+
+
 def test_a_device_without_a_mac_announced_elsewhere_does_not_stop_the_pass_for_the_others():
     alpha, beta = replace(TV, name="Alpha", mac=None), replace(SPEAKER, name="Beta")
     state = replace(approved(alpha, beta), follow=(Tracking(alpha.uuid, None, HOME), Tracking(beta.uuid, beta.mac, HOME)))

@@ -21,7 +21,7 @@ def test_each_kind_of_mutation_is_made():
     assert ('" \\t\\r\\n"', "('')") in uuid  # a string
     verdict = described("castwall/verdict.py", "dial_evidence")
     assert any(new == "pass\n" and old.startswith("if not here.delivered:") for old, new in verdict)  # a guard removed
-    follow = described("castwall/follow.py", "plan_follow")
+    follow = described("castwall/follow.py", "_Pass._new_devices")  # a method, too
     assert ("continue", "break") in follow
 
 
