@@ -146,19 +146,14 @@ class _Sites(ast.NodeVisitor):
             self.add(node, "pass")
         self.generic_visit(node)
 
-    def visit_BinOp(self, node):
+    def visit_BinOp(self, node):  # and AugAssign: both have an operator in .op
         if type(node.op) in _BINOP_SWAPS:
             new = copy.deepcopy(node)
             new.op = _BINOP_SWAPS[type(node.op)]()
             self.add(node, new)
         self.generic_visit(node)
 
-    def visit_AugAssign(self, node):
-        if type(node.op) in _BINOP_SWAPS:
-            new = copy.deepcopy(node)
-            new.op = _BINOP_SWAPS[type(node.op)]()
-            self.add(node, new)
-        self.generic_visit(node)
+    visit_AugAssign = visit_BinOp
 
     def visit_Constant(self, node):
         if isinstance(node.value, bool):
