@@ -204,23 +204,27 @@ def plan_setup(
     replaced = {(s.rule.owner, apps.purpose(s.rule)) for s in deletes + swaps}
     for owner, rules in sorted(wanted.items(), key=lambda item: item[1][0].sort_key()):
         device = next(d for d in devices if d.uuid == owner)
-        for want in rules:
-            if want in kept:
-                continue
-            job = apps.purpose(want)
-            what = "" if job == "dial" else f" ({job})"
-            mine = next((u for u in untagged if u.covers(want)), None)
-            if mine is not None:
-                skipped.append(Skip(device, f"{want.traffic} is already allowed by a ufw rule castwall did not write "
-                                            f"({mine.traffic} from {mine.ip}); left alone"))
-                continue
-            adds.append(Step(Action.ADD, want, f"replaces the old rule{what}" if (owner, job) in replaced
-                             else f"new: {device.name}{what}"))
+        _add_wanted(device, [w for w in rules if w not in kept], untagged, replaced, adds, skipped)
     skipped.sort(key=lambda s: (s.device.name.casefold(), s.device.uuid))
     shown = tuple(d for d in devices if d.uuid in in_scope)
     changed = {s.rule for s in deletes + swaps}
     untouched = tuple(r for r in sorted(firewall, key=Rule.sort_key) if r.owner and r not in changed and r not in kept)
     return Plan(port_range, shown, tuple(deletes + adds + swaps), tuple(kept), tuple(skipped), untouched, tuple(chosen))
+
+
+def _add_wanted(device: Device, rules: Sequence[Rule], untagged: Sequence[Rule], replaced: Collection[tuple],
+                adds: list[Step], skipped: list[Skip]) -> None:
+    """An add step for each of a device's rules that is missing, unless a rule castwall did not write covers it."""
+    for want in rules:
+        job = apps.purpose(want)
+        what = "" if job == "dial" else f" ({job})"
+        mine = next((u for u in untagged if u.covers(want)), None)
+        if mine is not None:
+            skipped.append(Skip(device, f"{want.traffic} is already allowed by a ufw rule castwall did not write "
+                                        f"({mine.traffic} from {mine.ip}); left alone"))
+            continue
+        adds.append(Step(Action.ADD, want, f"replaces the old rule{what}" if (device.uuid, job) in replaced
+                         else f"new: {device.name}{what}"))
 
 
 def next_state(
