@@ -31,17 +31,8 @@ def parse_rule_line(line: str) -> Rule | str | None:
         return line if TAG_PREFIX in line else None
     comment = tokens[tokens.index("comment") + 1] if "comment" in tokens[:-1] else ""
     odd = line if comment.startswith(TAG_PREFIX) else None
-    if tokens[:2] != ["ufw", "allow"]:
-        return odd
-    fields: dict[str, str] = {}
-    rest = tokens[2:]
-    if len(rest) % 2:
-        return odd
-    for key, value in zip(rest[::2], rest[1::2], strict=True):
-        if key not in _KEYWORDS or key in fields:
-            return odd
-        fields[key] = value
-    if fields.get("to") != "any" or "from" not in fields:
+    fields = _fields(tokens)
+    if fields is None:
         return odd
     try:
         ip = ipaddress.ip_address(fields["from"])
@@ -59,25 +50,45 @@ def parse_rule_line(line: str) -> Rule | str | None:
     except ValueError:
         return odd
     try:
-        tag = parse_tag(comment)
+        owner, named = parse_tag(comment) or (None, None)
+        if owner is not None:
+            app = _tagged_app(proto, profiled, app, named)
     except ValueError:
         return odd
-    owner = None
-    if tag:
-        owner, named = tag
-        if proto == "udp" and named:
-            return odd
-        if profiled is not None and named not in (None, app):
-            return odd
-        if proto == "tcp" and profiled is None:
-            # A plain TCP rule of castwall's names its app in the tag: castwall:<UUID>/<app>.
-            if named not in apps.BY_NAME and named != apps.TCP_RANGE:
-                return odd
-            app = named
     if profiled is not None and owner is None:
         # The user's own rule through castwall's profile: castwall reads it as the ports it opens, and never changes it.
         return Rule(ip, ports, None, proto="tcp")
     return Rule(ip, ports, owner, proto=proto, app=app, profile=profiled is not None)
+
+
+def _fields(tokens: list[str]) -> dict[str, str] | None:
+    """The words after `ufw allow` as keyword and value, for a rule from an address to any of this computer's
+    addresses; None for any other shape (another verb, a word castwall's rules never have, one twice, a word left)."""
+    if tokens[:2] != ["ufw", "allow"]:
+        return None
+    fields: dict[str, str] = {}
+    rest = tokens[2:]
+    if len(rest) % 2:
+        return None
+    for key, value in zip(rest[::2], rest[1::2], strict=True):
+        if key not in _KEYWORDS or key in fields:
+            return None
+        fields[key] = value
+    return fields if fields.get("to") == "any" and "from" in fields else None
+
+
+def _tagged_app(proto: str, profiled: apps.App | None, app: str | None, named: str | None) -> str | None:
+    """The app of a rule castwall's tag marks, from its profile or its tag; ValueError where the two do not fit."""
+    if proto == "udp" and named:
+        raise ValueError("a DIAL rule names no app")
+    if profiled is not None and named not in (None, app):
+        raise ValueError("the tag names another app than the profile")
+    if proto == "tcp" and profiled is None:
+        # A plain TCP rule of castwall's names its app in the tag: castwall:<UUID>/<app>.
+        if named not in apps.BY_NAME and named != apps.TCP_RANGE:
+            raise ValueError("a plain TCP rule's tag names no app castwall knows")
+        return named
+    return app
 
 
 _SKIPPED_SUFFIXES = (".dpkg-new", ".dpkg-old", ".dpkg-dist", ".rpmnew", ".rpmsave", "~")
