@@ -115,19 +115,7 @@ def choose(land: Landscape, given: str | None, chain: NftChain | None, recorded:
     when ufw and firewalld both filter, UsageError when --nft-chain comes without nftables or the
     chain cannot be told.
     """
-    if chain is not None and given not in (None, "nftables"):
-        raise UsageError("--nft-chain names an nftables chain; it goes with --firewall nftables")
-    if chain is not None:
-        given = "nftables"
-    managers = land.managers
-    if len(managers) > 1:
-        raise TwoManagers("ufw and firewalld both filter incoming traffic, so a path opened in one stays shut by the "
-                          "other: stop one of them (sudo ufw disable, or sudo systemctl disable --now firewalld)")
-    if chain is not None and land.chains is not None:
-        owner = next((c.managed_by for c in land.chains if c.chain == chain and c.managed_by), None)
-        if owner:
-            raise UsageError(f"nftables chain {chain} belongs to {owner}, not to the admin's own ruleset: castwall does "
-                             f"not write rules there (use --firewall {'firewalld' if owner == 'firewalld' else 'ufw'})")
+    given = _asked(land, given, chain)
     if given == "nftables":
         picked = chain or _chain_for(land, recorded)
         if picked is None:
@@ -136,8 +124,30 @@ def choose(land: Landscape, given: str | None, chain: NftChain | None, recorded:
         return FirewallChoice("nftables", picked)
     if given is not None:
         return FirewallChoice(given)
-    if managers:
-        return FirewallChoice(managers[0])
+    return _detected(land, recorded)
+
+
+def _asked(land: Landscape, given: str | None, chain: NftChain | None) -> str | None:
+    """The firewall the options ask for (--nft-chain implies nftables), once they and the landscape allow it."""
+    if chain is not None and given not in (None, "nftables"):
+        raise UsageError("--nft-chain names an nftables chain; it goes with --firewall nftables")
+    if chain is not None:
+        given = "nftables"
+    if len(land.managers) > 1:
+        raise TwoManagers("ufw and firewalld both filter incoming traffic, so a path opened in one stays shut by the "
+                          "other: stop one of them (sudo ufw disable, or sudo systemctl disable --now firewalld)")
+    if chain is not None and land.chains is not None:
+        owner = next((c.managed_by for c in land.chains if c.chain == chain and c.managed_by), None)
+        if owner:
+            raise UsageError(f"nftables chain {chain} belongs to {owner}, not to the admin's own ruleset: castwall does "
+                             f"not write rules there (use --firewall {'firewalld' if owner == 'firewalld' else 'ufw'})")
+    return given
+
+
+def _detected(land: Landscape, recorded: FirewallChoice | None) -> FirewallChoice | None:
+    """The firewall that filters, as the landscape shows it, when no option names one."""
+    if land.managers:
+        return FirewallChoice(land.managers[0])
     if land.chains is None:
         # The ruleset could not be read (no root): what castwall used last time, else ufw as before.
         if recorded is not None:
